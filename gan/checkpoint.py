@@ -1,0 +1,136 @@
+"""Orbax checkpoints of a run: both train states, the step and the run's key.
+
+A workdir holds `config.json` (the run's recipe) and `checkpoints/<step>/`.
+Orbax writes each checkpoint to a temporary folder and renames it when complete,
+so a run killed mid-save leaves the previous checkpoint intact. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import serialization
+
+from gan.config import Config
+from gan.training import TrainState, create_train_states
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+# Fields that define what a checkpoint means; `epochs` may grow on resume.
+RECIPE_FIELDS = ("batch_size", "learning_rate", "decay_steps", "decay_rate",
+                 "beta1", "seed")
+
+
+class CheckpointError(Exception):
+    """A missing, unreadable or incompatible checkpoint; the message is one line."""
+
+
+@dataclasses.dataclass
+class Restored:
+    """What a checkpoint holds."""
+    g_state: TrainState
+    d_state: TrainState
+    key: jax.Array
+    step: int
+    config: Config
+
+
+def save_config(workdir: str, config: Config) -> None:
+    """Writes the run's config as JSON, atomically."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2)
+    os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> Config | None:
+    """The config saved in `workdir`, or None when there is none."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            fields = json.load(f)
+        known = {f.name for f in dataclasses.fields(Config)}
+        return Config(**{k: v for k, v in fields.items() if k in known})
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+
+
+def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
+    """A CheckpointManager for `workdir/checkpoints`, keeping the newest `keep`."""
+    directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    return ocp.CheckpointManager(directory, options=options)
+
+
+def _payload(g_state: TrainState, d_state: TrainState, key: jax.Array) -> dict:
+    # State dicts turn optax's namedtuples into plain nested dicts.
+    return {"g": serialization.to_state_dict(g_state),
+            "d": serialization.to_state_dict(d_state),
+            "key": jax.random.key_data(key)}
+
+
+def save(mngr: ocp.CheckpointManager, g_state: TrainState, d_state: TrainState,
+         key: jax.Array) -> None:
+    """Saves both states and the key at step `d_state.step`; waits until written."""
+    step = int(d_state.step)
+    if step in mngr.all_steps():
+        return
+    mngr.save(step, args=ocp.args.StandardSave(_payload(g_state, d_state, key)))
+    mngr.wait_until_finished()
+
+
+def restore(workdir: str, step: int | None = None) -> Restored:
+    """Restores the latest (or the given) checkpoint of a workdir.
+
+    Raises:
+      CheckpointError: no checkpoint there, or one that does not fit the model.
+    """
+    workdir = os.path.expanduser(workdir)
+    if not os.path.isdir(workdir):
+        raise CheckpointError(f"checkpoint path {workdir} is not a folder")
+    config = load_config(workdir)
+    if config is None:
+        raise CheckpointError(f"{workdir} holds no {CONFIG_FILE}: not a train.py workdir")
+    if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+        raise CheckpointError(f"{workdir} holds no checkpoints yet")
+    mngr = manager(workdir)
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+        raise CheckpointError(f"{workdir} holds no complete checkpoint")
+    # The fresh states give the tree structure, shapes and dtypes to restore into.
+    g_state, d_state = create_train_states(config, jax.random.key(0))
+    key = jax.random.key(config.seed)
+    target = _payload(g_state, d_state, key)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    try:
+        raw = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        _check_shapes(target, raw)
+        g_state = serialization.from_state_dict(g_state, raw["g"])
+        d_state = serialization.from_state_dict(d_state, raw["d"])
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types.
+        text = " ".join(str(e).split())[:200]
+        raise CheckpointError(
+            f"checkpoint {step} in {workdir} cannot be loaded "
+            f"({type(e).__name__}: {text})") from None
+    finally:
+        mngr.close()
+    return Restored(g_state, d_state, jax.random.wrap_key_data(raw["key"]),
+                    int(d_state.step), config)
+
+
+def _check_shapes(target: Any, raw: Any) -> None:
+    want = jax.tree.map(np.shape, target)
+    got = jax.tree.map(np.shape, raw)
+    if want != got:
+        raise CheckpointError("checkpoint does not match this model's shapes")

@@ -1,0 +1,29 @@
+"""The one set of defaults: the seed's recipe."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Training configuration; `train.py` flags override these fields.
+
+    Attributes:
+      epochs: passes over the 60,000 training digits.
+      batch_size: images per step, for D and for G.
+      learning_rate: Adam's initial step size, for both networks.
+      decay_steps: the step size is multiplied by `decay_rate` every this many steps.
+      decay_rate: staircase exponential decay factor.
+      beta1: Adam's first-moment decay (0.5, as DCGAN).
+      seed: seeds initialisation, noise, label draws and data order.
+      log_every: steps run per device dispatch; losses come to the host this often.
+    """
+    epochs: int = 30
+    batch_size: int = 100
+    learning_rate: float = 2e-4
+    decay_steps: int = 500
+    decay_rate: float = 0.95
+    beta1: float = 0.5
+    seed: int = 0
+    log_every: int = 50

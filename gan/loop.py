@@ -1,0 +1,232 @@
+"""The training loop: data on the device, logs, grids, checkpoints, resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import resource
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from gan import checkpoint, data, images, sampling
+from gan.config import Config
+from gan.training import (create_train_states, learning_rate_schedule,
+                          train_step_on_data)
+
+METRICS_FILE = "metrics.jsonl"
+CURVE_FILE = "losses.png"
+GRID_DIR = "grids"
+GRID_FILE = "grid.png"
+GIF_FILE = "progress.gif"
+GRID_SCALE = 2
+
+
+class TrainError(Exception):
+    """A run that cannot start or go on; the message is one line."""
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What a call of `fit` did."""
+    step: int            # global step reached
+    steps_run: int       # steps this call ran
+    train_seconds: float  # wall time of those steps, compile included
+    peak_rss_mb: float
+    last_metrics: dict[str, float]
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(init, train, grid) keys of a run: everything random follows from the seed."""
+    init_key, train_key, grid_key = jax.random.split(jax.random.key(seed), 3)
+    return init_key, train_key, grid_key
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def check_config(config: Config) -> None:
+    """Raises TrainError for values no run can use."""
+    if config.epochs <= 0:
+        raise TrainError(f"--epochs must be positive, got {config.epochs}")
+    if config.batch_size <= 0:
+        raise TrainError(f"--batch-size must be positive, got {config.batch_size}")
+    if not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
+        raise TrainError(f"--learning-rate must be positive, got {config.learning_rate}")
+    if config.log_every <= 0:
+        raise TrainError(f"--log-every must be positive, got {config.log_every}")
+
+
+def _prepare_workdir(workdir: str, config: Config) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        saved = checkpoint.load_config(workdir)
+        if saved is not None:
+            changed = [f for f in checkpoint.RECIPE_FIELDS
+                       if getattr(saved, f) != getattr(config, f)]
+            if changed:
+                names = ", ".join(f"{f}={getattr(saved, f)}" for f in changed)
+                raise TrainError(f"{workdir} holds a run with {names}; resume it with "
+                                 "those values or use a new --workdir")
+        checkpoint.save_config(workdir, config)
+    except OSError as e:
+        raise TrainError(f"cannot write to workdir {workdir}: {e.strerror}") from None
+
+
+def _trim_metrics(path: str, step: int) -> None:
+    """Drops log lines past `step`: work after the last checkpoint is redone."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [l for l in f if l.strip() and json.loads(l)["step"] <= step]
+    with open(path + ".tmp", "w") as f:
+        f.writelines(lines)
+    os.replace(path + ".tmp", path)
+
+
+def _read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
+    curves: dict[str, list[tuple[float, float]]] = {"d_loss": [], "g_loss": []}
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            for name in curves:
+                curves[name].append((record["step"], record[name]))
+    return curves
+
+
+def fit(config: Config, workdir: str, data_dir: str | None = None,
+        max_steps: int | None = None, keep: int = 3,
+        progress: bool = True) -> FitResult:
+    """Trains (or resumes) the run in `workdir` up to `config.epochs` epochs.
+
+    Writes `config.json`, per-step losses to `metrics.jsonl`, `losses.png`, a 10x10
+    grid per epoch in `grids/` (latest also as `grid.png`), `progress.gif`, and a
+    checkpoint at each epoch end and when stopping.
+
+    Args:
+      config: the recipe; its recipe fields must match a run already in `workdir`.
+      workdir: the run's folder; an existing run there is resumed.
+      data_dir: IDX folder or TFDS data dir (see `gan.data.load_mnist`).
+      max_steps: stop once this many steps (in total, resumed ones included) ran.
+      keep: checkpoints kept.
+      progress: show a tqdm progress bar.
+
+    Raises:
+      TrainError, data.DataError, checkpoint.CheckpointError: one-line problems.
+    """
+    check_config(config)
+    if max_steps is not None and max_steps <= 0:
+        raise TrainError(f"--max-steps must be positive, got {max_steps}")
+    train_images, train_labels = data.load_mnist(data_dir, "train")
+    n = len(train_labels)
+    if config.batch_size > n:
+        raise TrainError(f"--batch-size {config.batch_size} is larger than the "
+                         f"{n} training images")
+    _prepare_workdir(workdir, config)
+    steps_per_epoch = n // config.batch_size
+    total = config.epochs * steps_per_epoch
+    stop = total if max_steps is None else min(total, max_steps)
+
+    init_key, train_key, grid_key = run_keys(config.seed)
+    mngr = checkpoint.manager(workdir, keep)
+    if mngr.latest_step() is not None:
+        restored = checkpoint.restore(workdir)
+        g_state, d_state, train_key = (restored.g_state, restored.d_state,
+                                       restored.key)
+    else:
+        g_state, d_state = create_train_states(config, init_key)
+    step = int(d_state.step)
+
+    metrics_path = os.path.join(workdir, METRICS_FILE)
+    _trim_metrics(metrics_path, step)
+    schedule = learning_rate_schedule(config)
+    grid_z, grid_labels = sampling.grid_inputs(grid_key)
+    images_dev = jax.device_put(train_images)               # [N, 28, 28] uint8
+    labels_dev = jax.device_put(train_labels.astype(np.int32))
+
+    def write_grid(epoch: int | None) -> None:
+        grid = sampling.generate_uint8(sampling.g_variables(g_state), grid_z,
+                                       grid_labels)
+        images.save_grid(os.path.join(workdir, GRID_FILE), grid, 10, 10, GRID_SCALE)
+        if epoch is not None:
+            os.makedirs(os.path.join(workdir, GRID_DIR), exist_ok=True)
+            frame = os.path.join(workdir, GRID_DIR, f"epoch_{epoch:03d}.png")
+            images.save_grid(frame, grid, 10, 10, GRID_SCALE)
+            frames = sorted(os.listdir(os.path.join(workdir, GRID_DIR)))
+            images.save_gif([os.path.join(workdir, GRID_DIR, f) for f in frames],
+                            os.path.join(workdir, GIF_FILE))
+
+    def write_outputs(epoch: int | None) -> None:
+        checkpoint.save(mngr, g_state, d_state, train_key)
+        write_grid(epoch)
+        if os.path.exists(metrics_path):
+            images.plot_curves(_read_curves(metrics_path),
+                               os.path.join(workdir, CURVE_FILE),
+                               title="cDCGAN losses")
+
+    bar = tqdm(total=stop, initial=step, disable=not progress, unit="step",
+               dynamic_ncols=True)
+    pending: list[tuple[int, dict[str, Any]]] = []
+    last: dict[str, float] = {}
+    start_step, t0 = step, time.perf_counter()
+    t_log, step_log = t0, step
+
+    def flush(log) -> None:
+        """Pulls the pending metrics to the host: the loop's only sync."""
+        nonlocal last, t_log, step_log
+        host = jax.device_get([m for _, m in pending])
+        for (s, _), m in zip(pending, host):
+            last = {k: float(v) for k, v in m.items()}
+            if not all(math.isfinite(v) for v in last.values()):
+                raise TrainError(f"non-finite loss at step {s}; training stopped, "
+                                 "the last checkpoint is kept")
+            record = {"step": s, "epoch": (s - 1) // steps_per_epoch + 1, **last,
+                      "lr": float(schedule(s - 1))}
+            log.write(json.dumps(record) + "\n")
+        log.flush()
+        pending.clear()
+        now = time.perf_counter()
+        rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
+        t_log, step_log = now, step
+        bar.update(step - bar.n)
+        bar.set_postfix(epoch=f"{(step - 1) // steps_per_epoch + 1}/{config.epochs}",
+                        d_loss=f"{last['d_loss']:.3f}",
+                        g_loss=f"{last['g_loss']:.3f}", img_s=f"{rate:.0f}")
+
+    try:
+        with open(metrics_path, "a") as log:
+            try:
+                while step < stop:
+                    g_state, d_state, metrics = train_step_on_data(
+                        g_state, d_state, images_dev, labels_dev, train_key,
+                        batch_size=config.batch_size)
+                    step += 1
+                    pending.append((step, metrics))
+                    epoch_end = step % steps_per_epoch == 0
+                    if step % config.log_every == 0 or epoch_end or step == stop:
+                        flush(log)
+                    if epoch_end:
+                        write_outputs(step // steps_per_epoch)
+                if stop % steps_per_epoch:
+                    write_outputs(None)
+            except KeyboardInterrupt:
+                # Every dispatched step completes: log and save them before leaving.
+                flush(log)
+                checkpoint.save(mngr, g_state, d_state, train_key)
+                raise
+    except OSError as e:
+        raise TrainError(f"cannot write to workdir {workdir}: {e}") from None
+    finally:
+        bar.close()
+        mngr.close()
+    return FitResult(step, step - start_step, time.perf_counter() - t0,
+                     peak_rss_mb(), last)

@@ -1,0 +1,114 @@
+"""The seed's conditional DCGAN: generator and discriminator (Flax linen modules).
+
+Layers, shapes and initialisers are the seed's. Each layer keeps the parameter
+names and shapes of the plain Flax layer it stands for (`kernel`/`bias` of
+`nn.ConvTranspose`/`nn.Conv`, `scale`/`bias` and `mean`/`var` of `nn.BatchNorm`),
+so a weight can be loaded into the plain layer unchanged; only the computation
+uses the exact fast forms of `gan.layers`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gan import layers
+
+NUM_CLASSES = 10
+NOISE_DIM = 100
+IMAGE_SIZE = 28
+LEAK = 0.2
+# TF1's tf.layers.batch_normalization defaults, which the seed used.
+BN_MOMENTUM = 0.99
+BN_EPSILON = 1e-3
+
+Initializer = Callable[..., jax.Array]
+kernel_init: Initializer = nn.initializers.truncated_normal(stddev=0.02)
+bias_init: Initializer = nn.initializers.zeros
+
+
+class BatchNorm(nn.Module):
+    """`nn.BatchNorm` (same variables) that can normalise batch slices separately.
+
+    `groups=2` on `concat([a, b])` is the same as calling the layer on `a`, then on
+    `b`: the discriminator sees real and fake images in one call that way.
+    """
+    momentum: float = BN_MOMENTUM
+    epsilon: float = BN_EPSILON
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool, groups: int = 1) -> jax.Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        if not train:
+            return layers.batch_norm_eval(x, scale, bias, mean.value, var.value,
+                                          epsilon=self.epsilon)
+        y, new_mean, new_var = layers.batch_norm_train(
+            x, scale, bias, mean.value, var.value, momentum=self.momentum,
+            epsilon=self.epsilon, groups=groups)
+        if not self.is_initializing():  # as nn.BatchNorm: init leaves stats alone
+            mean.value, var.value = new_mean, new_var
+        return y
+
+
+class Conv(nn.Module):
+    """A conv layer with the `kernel` `[k, k, in, out]` and `bias` of `nn.Conv` or
+    `nn.ConvTranspose`, computed by `op(x, kernel, *args)`, one of `gan.layers`."""
+    features: int
+    kernel_size: int
+    op: Callable[..., jax.Array]
+    in_features: int | None = None  # default: x.shape[-1]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *args) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", kernel_init,
+                            (k, k, self.in_features or x.shape[-1], self.features))
+        bias = self.param("bias", bias_init, (self.features,))
+        return self.op(x, kernel, *args) + bias
+
+
+class Generator(nn.Module):
+    """G(z, y): noise and digit label to a `[B, 28, 28, 1]` image in [-1, 1]."""
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array, train: bool = True
+                 ) -> jax.Array:
+        x = jnp.concatenate([z, jax.nn.one_hot(labels, NUM_CLASSES, dtype=z.dtype)],
+                            axis=-1)                                  # [B, 110]
+        # nn.ConvTranspose(256, (7, 7), padding='VALID') of the [B, 1, 1, 110] input.
+        x = Conv(256, 7, layers.conv_transpose_from_1x1, name="deconv1")(x)  # [B, 7, 7, 256]
+        x = layers.leaky_relu(BatchNorm(name="bn1")(x, train), LEAK)
+        # nn.ConvTranspose(128, (5, 5), strides=(2, 2), padding='SAME').
+        x = Conv(128, 5, layers.conv_transpose_subpixel, name="deconv2")(x)  # [B, 14, 14, 128]
+        x = layers.leaky_relu(BatchNorm(name="bn2")(x, train), LEAK)
+        x = Conv(1, 5, layers.conv_transpose_subpixel, name="deconv3")(x)   # [B, 28, 28, 1]
+        return jnp.tanh(x)
+
+
+class Discriminator(nn.Module):
+    """D(x, y): image and digit label to a real/fake logit `[B]`.
+
+    `groups=2` with `concat([real, fake])` runs BatchNorm per half, the same as two
+    calls (real first), with bigger matrix products.
+    """
+
+    @nn.compact
+    def __call__(self, images: jax.Array, labels: jax.Array, train: bool = True,
+                 groups: int = 1) -> jax.Array:
+        # nn.Conv(128, (5, 5), strides=2, padding='SAME') on concat(image, one-hot maps).
+        x = Conv(128, 5, layers.conv_with_onehot_channels,
+                 in_features=images.shape[-1] + NUM_CLASSES, name="conv1")(images, labels)
+        x = layers.leaky_relu(x, LEAK)                                 # [B, 14, 14, 128]
+        x = nn.Conv(256, (5, 5), strides=(2, 2), padding="SAME", kernel_init=kernel_init,
+                    bias_init=bias_init, name="conv2")(x)              # [B, 7, 7, 256]
+        x = layers.leaky_relu(BatchNorm(name="bn2")(x, train, groups), LEAK)
+        # nn.Conv(1, (7, 7), padding='VALID'): the kernel covers the whole 7x7 map.
+        x = Conv(1, 7, layers.conv_valid_full, name="conv3")(x)        # [B, 1]
+        return x[:, 0]

@@ -1,0 +1,56 @@
+"""Drawing digits from a generator: eval-mode BatchNorm, explicit keys."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gan.images import to_uint8
+from gan.models import NOISE_DIM, NUM_CLASSES, Generator
+
+# Sampling runs in chunks so a large request never holds all activations at once.
+CHUNK = 1000
+
+
+@jax.jit
+def generate(variables: Any, z: jax.Array, labels: jax.Array) -> jax.Array:
+    """G(z, labels) with running BatchNorm statistics: `[B, 28, 28, 1]` in [-1, 1]."""
+    return Generator().apply(variables, z, labels, train=False)
+
+
+def generate_uint8(variables: Any, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Images as uint8 `[N, 28, 28]` (0 = black background), in chunks of CHUNK."""
+    out = []
+    for i in range(0, len(labels), CHUNK):
+        out.append(to_uint8(generate(variables, jnp.asarray(z[i:i + CHUNK]),
+                                     jnp.asarray(labels[i:i + CHUNK]))))
+    return np.concatenate(out) if out else np.zeros((0, 28, 28), np.uint8)
+
+
+def digit_rows(key: jax.Array, digits: Sequence[int], per_digit: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Noise and labels for a grid: one row per digit, one noise per column.
+
+    Column c uses the same noise vector in every row, as the seed's grid, so a row
+    change shows only the effect of the label.
+
+    Returns:
+      z float32 `[len(digits) * per_digit, NOISE_DIM]` and labels int32, row-major.
+    """
+    noise = np.asarray(jax.random.normal(key, (per_digit, NOISE_DIM)), np.float32)
+    z = np.tile(noise, (len(digits), 1))
+    labels = np.repeat(np.asarray(digits, np.int32), per_digit)
+    return z, labels
+
+
+def grid_inputs(key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The seed's 10x10 progress grid: row r is digit r."""
+    return digit_rows(key, range(NUM_CLASSES), NUM_CLASSES)
+
+
+def g_variables(g_state: Any) -> dict[str, Any]:
+    """The variables sampling needs from a generator train state."""
+    return {"params": g_state.params, "batch_stats": g_state.batch_stats}

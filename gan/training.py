@@ -1,0 +1,162 @@
+"""Train states, the jitted train step, and many steps per dispatch."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from gan.config import Config
+from gan.data import to_float
+from gan.models import NOISE_DIM, NUM_CLASSES, Discriminator, Generator
+
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+    """Params, optimizer state and step, plus BatchNorm running statistics."""
+    batch_stats: Any = None
+
+
+def learning_rate_schedule(config: Config) -> optax.Schedule:
+    """The seed's `tf.train.exponential_decay(lr, step, 500, 0.95, staircase=True)`."""
+    return optax.exponential_decay(config.learning_rate, config.decay_steps,
+                                   config.decay_rate, staircase=True)
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    return optax.adam(learning_rate_schedule(config), b1=config.beta1)
+
+
+def create_train_states(config: Config, key: jax.Array
+                        ) -> tuple[TrainState, TrainState]:
+    """Fresh (G, D) states, initialised as the seed (truncated normal 0.02, zero bias)."""
+    g_key, d_key = jax.random.split(key)
+    z = jnp.zeros((1, NOISE_DIM), jnp.float32)
+    labels = jnp.zeros((1,), jnp.int32)
+    images = jnp.zeros((1, 28, 28, 1), jnp.float32)
+    states = []
+    for module, k, inputs in ((Generator(), g_key, (z, labels)),
+                              (Discriminator(), d_key, (images, labels))):
+        # Jitted: op-by-op initialisation takes seconds on CPU.
+        variables = jax.jit(functools.partial(module.init, train=False))(k, *inputs)
+        states.append(TrainState.create(
+            apply_fn=module.apply, params=variables["params"],
+            batch_stats=variables["batch_stats"], tx=make_optimizer(config)))
+    return states[0], states[1]
+
+
+def bce_with_logits(logits: jax.Array, target: float) -> jax.Array:
+    """Mean sigmoid cross-entropy against a constant 0/1 target."""
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(
+        logits, jnp.full_like(logits, target)))
+
+
+def train_step(g_state: TrainState, d_state: TrainState,
+               batch: dict[str, jax.Array], key: jax.Array
+               ) -> tuple[TrainState, TrainState, Metrics]:
+    """One seed iteration: a D update, then a G update.
+
+    Args:
+      g_state, d_state: the generator's and discriminator's states.
+      batch: `image` float `[B, 28, 28, 1]` in [-1, 1] and `label` int `[B]`.
+      key: this step's randomness (noise for both updates and G's labels).
+
+    Returns:
+      New (g_state, d_state) and scalar metrics (the losses).
+    """
+    images, labels = batch["image"], batch["label"]
+    b = labels.shape[0]
+    d_noise_key, g_noise_key, g_label_key = jax.random.split(key, 3)
+
+    # D update: fakes of the real batch's digits; G is not differentiated here.
+    z = jax.random.normal(d_noise_key, (b, NOISE_DIM), images.dtype)
+    fake, g_vars = g_state.apply_fn(
+        {"params": g_state.params, "batch_stats": g_state.batch_stats},
+        z, labels, train=True, mutable=["batch_stats"])
+
+    def d_loss_fn(params):
+        # Real and fake in one call, BatchNorm per half: the same as two calls.
+        logits, d_vars = d_state.apply_fn(
+            {"params": params, "batch_stats": d_state.batch_stats},
+            jnp.concatenate([images, fake]), jnp.concatenate([labels, labels]),
+            train=True, groups=2, mutable=["batch_stats"])
+        loss_real = bce_with_logits(logits[:b], 1.0)
+        loss_fake = bce_with_logits(logits[b:], 0.0)
+        return loss_real + loss_fake, (d_vars["batch_stats"], loss_real, loss_fake)
+
+    (d_loss, (d_stats, loss_real, loss_fake)), d_grads = jax.value_and_grad(
+        d_loss_fn, has_aux=True)(d_state.params)
+    d_state = d_state.apply_gradients(grads=d_grads, batch_stats=d_stats)
+    g_state = g_state.replace(batch_stats=g_vars["batch_stats"])
+
+    # G update: fresh noise, digits drawn from all ten (the seed's randint(0, 9)
+    # never asked G for a 9), non-saturating loss.
+    z = jax.random.normal(g_noise_key, (b, NOISE_DIM), images.dtype)
+    g_labels = jax.random.randint(g_label_key, (b,), 0, NUM_CLASSES)
+
+    def g_loss_fn(params):
+        fake, g_vars = g_state.apply_fn(
+            {"params": params, "batch_stats": g_state.batch_stats},
+            z, g_labels, train=True, mutable=["batch_stats"])
+        logits, d_vars = d_state.apply_fn(
+            {"params": d_state.params, "batch_stats": d_state.batch_stats},
+            fake, g_labels, train=True, mutable=["batch_stats"])
+        return bce_with_logits(logits, 1.0), (g_vars["batch_stats"],
+                                              d_vars["batch_stats"])
+
+    (g_loss, (g_stats, d_stats)), g_grads = jax.value_and_grad(
+        g_loss_fn, has_aux=True)(g_state.params)
+    g_state = g_state.apply_gradients(grads=g_grads, batch_stats=g_stats)
+    d_state = d_state.replace(batch_stats=d_stats)
+
+    metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_loss_real": loss_real,
+               "d_loss_fake": loss_fake}
+    return g_state, d_state, metrics
+
+
+def batch_indices(key: jax.Array, step: jax.Array, num_examples: int,
+                  batch_size: int) -> jax.Array:
+    """Which examples step `step` trains on: epochs are fresh permutations.
+
+    Epoch e visits the data in the order `permutation(fold_in(key, e))`; the
+    `num_examples % batch_size` examples left over are skipped that epoch. A pure
+    function of the step, so resuming at any step reproduces the data order.
+    """
+    steps_per_epoch = num_examples // batch_size
+    epoch, position = jnp.divmod(step, steps_per_epoch)
+    order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+    return jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size",),
+                   donate_argnames=("g_state", "d_state"))
+def train_step_on_data(g_state: TrainState, d_state: TrainState,
+                       images: jax.Array, labels: jax.Array, key: jax.Array, *,
+                       batch_size: int) -> tuple[TrainState, TrainState, Metrics]:
+    """`train_step` on the batch for step `d_state.step`, drawn on the device.
+
+    The whole training set stays on the device; batch selection, scaling and all
+    randomness happen here, so the host only dispatches and reads logged metrics.
+    Step s uses the data order of `batch_indices` and the key `fold_in(key, s)`:
+    a run is a pure function of its key.
+
+    Args:
+      g_state, d_state: the states (donated).
+      images: uint8 `[N, 28, 28]`, the whole training set.
+      labels: int `[N]`.
+      key: the run's training key.
+      batch_size: images per step.
+
+    Returns:
+      New states and this step's scalar metrics.
+    """
+    data_key, step_key = jax.random.split(key)
+    idx = batch_indices(data_key, d_state.step, labels.shape[0], batch_size)
+    batch = {"image": to_float(images[idx]), "label": labels[idx]}
+    return train_step(g_state, d_state, batch,
+                      jax.random.fold_in(step_key, d_state.step))

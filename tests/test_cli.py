@@ -1,0 +1,133 @@
+"""train.py and sample.py end to end, as a user runs them, on tiny IDX data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.synthetic import block_digits, write_idx_arrays
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args, cache):
+    env = dict(os.environ, GAN_COMPILE_CACHE=str(cache), JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def one_line_error(result):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A workdir after `train.py --max-steps 2`, then resumed to step 3."""
+    tmp = tmp_path_factory.mktemp("cli")
+    data_dir = tmp / "mnist"
+    data_dir.mkdir()
+    write_idx_arrays(data_dir, *block_digits(50))
+    workdir, cache = tmp / "run", tmp / "cache"
+    first = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
+                "--batch-size", 10, "--max-steps", 2, "--log-every", 1, cache=cache)
+    assert first.returncode == 0, first.stderr
+    second = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
+                 "--batch-size", 10, "--max-steps", 3, "--log-every", 1, cache=cache)
+    assert second.returncode == 0, second.stderr
+    return tmp, workdir, data_dir, cache
+
+
+def test_train_writes_every_output_and_resumes(trained):
+    _, workdir, _, _ = trained
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "3"]
+    records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+    assert [r["step"] for r in records] == [1, 2, 3]         # resumed, not restarted
+    assert {"d_loss", "g_loss", "lr", "epoch"} <= set(records[0])
+    assert records[0]["lr"] == pytest.approx(2e-4)
+    config = json.load(open(workdir / "config.json"))
+    assert config["batch_size"] == 10
+    with Image.open(workdir / "grid.png") as grid:
+        assert grid.size[0] == grid.size[1] > 280           # 10x10 tiles, scaled
+    with Image.open(workdir / "losses.png") as curve:
+        assert curve.size[0] > 100
+
+
+def test_epoch_ends_write_grids_and_gif(tmp_path):
+    data_dir = tmp_path / "mnist"
+    data_dir.mkdir()
+    write_idx_arrays(data_dir, *block_digits(20))
+    workdir = tmp_path / "run"
+    result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
+                 "--batch-size", 10, "--epochs", 2, cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(workdir / "grids")) == ["epoch_001.png", "epoch_002.png"]
+    with Image.open(workdir / "progress.gif") as gif:
+        assert gif.n_frames == 2
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+
+
+def test_sample_writes_grid_and_npz(trained):
+    tmp, workdir, _, cache = trained
+    out, npz = tmp / "x.png", tmp / "x.npz"
+    result = run("sample.py", "--checkpoint", workdir, "--digits", "2026",
+                 "--per-digit", 3, "--scale", 1, "--out", out, "--npz", npz,
+                 cache=cache)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as grid:
+        assert grid.size == (3 * 28 + 4 * 2, 4 * 28 + 5 * 2)  # 2-px separators
+    data = np.load(npz)
+    assert data["images"].shape == (12, 28, 28) and data["images"].dtype == np.uint8
+    np.testing.assert_array_equal(data["labels"], np.repeat([2, 0, 2, 6], 3))
+    # Same seed, same digits: the same images (eval-mode BatchNorm, explicit keys).
+    again = run("sample.py", "--checkpoint", workdir, "--digits", "2026",
+                "--per-digit", 3, "--out", tmp / "y.png", "--npz", tmp / "y.npz",
+                cache=cache)
+    assert again.returncode == 0
+    np.testing.assert_array_equal(np.load(tmp / "y.npz")["images"], data["images"])
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--digits", "12a"], "digits"),
+    (["--digits", ""], "digits"),
+    (["--per-digit", "0"], "per-digit"),
+    (["--per-digit", "100000000"], "limit"),
+])
+def test_sample_bad_arguments(trained, args, words):
+    tmp, workdir, _, cache = trained
+    result = run("sample.py", "--checkpoint", workdir, "--out", tmp / "bad.png",
+                 *args, cache=cache)
+    assert words in one_line_error(result)
+    assert not (tmp / "bad.png").exists()
+
+
+def test_sample_missing_checkpoint(tmp_path):
+    result = run("sample.py", "--checkpoint", tmp_path / "nope", "--out",
+                 tmp_path / "a.png", cache=tmp_path / "cache")
+    assert "nope" in one_line_error(result)
+
+
+def test_train_without_data_names_both_ways_to_supply_it(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("train.py", "--workdir", tmp_path / "run", "--data-dir", empty,
+                 "--max-steps", 1, cache=tmp_path / "cache")
+    line = one_line_error(result)
+    assert "TFDS_DATA_DIR" in line and "IDX" in line
+
+
+def test_train_refuses_to_resume_with_another_recipe(trained):
+    _, workdir, data_dir, cache = trained
+    result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
+                 "--batch-size", 5, "--max-steps", 4, cache=cache)
+    assert "batch_size=10" in one_line_error(result)
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "3"]

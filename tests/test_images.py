@@ -1,0 +1,239 @@
+"""Tests for gan.images: exact pixel mapping, grid layout, atomic writes, GIF and charts."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from gan import images
+from gan.images import GRID_PAD_VALUE, SERIES_COLORS, grid_image, plot_curves, save_gif, save_grid, to_uint8
+
+
+def _tiles(n: int, h: int = 3, w: int = 4) -> np.ndarray:
+    """Distinct uint8 tiles: tile k has values k*16 + 0..h*w-1 (all different from the pad)."""
+    base = np.arange(h * w, dtype=np.uint8).reshape(h, w)
+    out = np.stack([base + 16 * k + 100 for k in range(n)]).astype(np.uint8)
+    assert not (out == GRID_PAD_VALUE).any()
+    return out
+
+
+# --- to_uint8 ----------------------------------------------------------------
+
+
+def test_to_uint8_exact_mapping_and_shapes():
+    x = np.array([-1.0, 0.0, 1.0, -0.5], dtype=np.float32).reshape(1, 1, 4, 1)
+    out = to_uint8(x)
+    assert out.dtype == np.uint8
+    assert out.shape == (1, 1, 4)
+    np.testing.assert_array_equal(out[0, 0], [0, 128, 255, round(0.5 * 127.5)])
+    # [N, H, W] input works the same.
+    np.testing.assert_array_equal(to_uint8(x[..., 0]), out)
+
+
+def test_to_uint8_clips_out_of_range():
+    x = np.array([[[-5.0, -1.01, 1.01, 7.0, np.nan]]])
+    np.testing.assert_array_equal(to_uint8(x)[0, 0], [0, 0, 255, 255, 0])
+
+
+def test_to_uint8_rejects_bad_shape():
+    with pytest.raises(ValueError):
+        to_uint8(np.zeros((28, 28)))
+
+
+# --- grid_image ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows,cols,scale,pad", [(2, 3, 1, 2), (3, 2, 2, 1), (1, 1, 3, 0), (2, 2, 1, 5)])
+def test_grid_image_size_and_tile_placement(rows, cols, scale, pad):
+    h, w = 3, 4
+    tiles = _tiles(rows * cols, h, w)
+    img = grid_image(tiles, rows, cols, scale=scale, pad=pad)
+    assert img.mode == "L"
+    arr = np.asarray(img)
+    assert arr.shape == (rows * (h * scale + pad) + pad, cols * (w * scale + pad) + pad)
+    th, tw = h * scale, w * scale
+    mask = np.zeros(arr.shape, dtype=bool)
+    for k in range(rows * cols):
+        r, c = divmod(k, cols)  # row-major order
+        y, x = pad + r * (th + pad), pad + c * (tw + pad)
+        expected = np.kron(tiles[k], np.ones((scale, scale), dtype=np.uint8))
+        np.testing.assert_array_equal(arr[y : y + th, x : x + tw], expected)
+        mask[y : y + th, x : x + tw] = True
+    # Everything that is not a tile is separator gray.
+    assert (arr[~mask] == GRID_PAD_VALUE).all()
+
+
+def test_grid_image_accepts_channel_axis():
+    tiles = _tiles(4)
+    np.testing.assert_array_equal(
+        np.asarray(grid_image(tiles[..., None], 2, 2)), np.asarray(grid_image(tiles, 2, 2))
+    )
+
+
+@pytest.mark.parametrize("n,rows,cols", [(5, 2, 3), (7, 2, 3), (0, 1, 1)])
+def test_grid_image_wrong_count_raises(n, rows, cols):
+    with pytest.raises(ValueError):
+        grid_image(np.zeros((n, 3, 3), np.uint8), rows, cols)
+
+
+def test_grid_image_rejects_float():
+    with pytest.raises(ValueError):
+        grid_image(np.zeros((4, 3, 3), np.float32), 2, 2)
+
+
+# --- save_grid -------------------------------------------------------------------
+
+
+def test_save_grid_roundtrip(tmp_path):
+    tiles = _tiles(6)
+    path = tmp_path / "grid.png"
+    save_grid(str(path), tiles, 2, 3, scale=2, pad=1)
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(im), np.asarray(grid_image(tiles, 2, 3, scale=2, pad=1)))
+    assert os.listdir(tmp_path) == ["grid.png"]  # no temp files left behind
+
+
+def test_save_grid_failure_keeps_existing_file(tmp_path, monkeypatch):
+    path = tmp_path / "grid.png"
+    path.write_bytes(b"old contents")
+
+    def boom(self, fp, *args, **kwargs):
+        # Write part of a file first, like a crash mid-encode would.
+        with open(fp, "wb") as f:
+            f.write(b"\x89PNG partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_grid(str(path), _tiles(4), 2, 2)
+    assert path.read_bytes() == b"old contents"
+    assert os.listdir(tmp_path) == ["grid.png"]  # temp file cleaned up
+
+
+def test_save_grid_missing_dir_raises(tmp_path):
+    with pytest.raises(OSError):
+        save_grid(str(tmp_path / "nope" / "grid.png"), _tiles(1), 1, 1)
+
+
+# --- save_gif ----------------------------------------------------------------------
+
+
+def _write_frames(tmp_path, n):
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"epoch_{i:03d}.png"
+        save_grid(str(p), _tiles(4) + i, 2, 2, scale=2)  # + i: frames must differ (GIF merges duplicates)
+        paths.append(str(p))
+    return paths
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_save_gif_frames_and_loop(tmp_path, n):
+    frames = _write_frames(tmp_path, n)
+    out = tmp_path / "progress.gif"
+    save_gif(frames, str(out), duration_ms=200)
+    with Image.open(out) as im:
+        assert im.format == "GIF"
+        assert im.info.get("loop") == 0
+        durations = [f.info.get("duration") for f in ImageSequence.Iterator(im)]
+        assert len(durations) == n
+    if n > 1:
+        assert durations[0] == 200
+        assert durations[-1] == 600  # last frame held longer
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_save_gif_frames_match_pngs(tmp_path):
+    frames = _write_frames(tmp_path, 3)
+    out = tmp_path / "progress.gif"
+    save_gif(frames, str(out))
+    with Image.open(out) as im:
+        for f, p in zip(ImageSequence.Iterator(im), frames):
+            with Image.open(p) as ref:
+                np.testing.assert_array_equal(np.asarray(f.convert("L")), np.asarray(ref))
+
+
+def test_save_gif_empty_raises(tmp_path):
+    with pytest.raises(ValueError):
+        save_gif([], str(tmp_path / "x.gif"))
+
+
+# --- plot_curves ----------------------------------------------------------------------
+
+
+def _count_color(path, color) -> int:
+    with Image.open(path) as im:
+        assert im.mode == "RGB"
+        arr = np.asarray(im)
+    return int((arr == np.array(color, np.uint8)).all(axis=-1).sum())
+
+
+def _check_png(path, width=800, height=400):
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        assert im.size == (width, height)
+
+
+def test_plot_curves_normal(tmp_path):
+    path = tmp_path / "loss.png"
+    xs = np.arange(100)
+    plot_curves(
+        {"d_loss": [(x, 1.0 + np.sin(x / 10)) for x in xs], "g_loss": [(x * 2, 0.5 + x / 100) for x in xs]},
+        str(path),
+        title="losses",
+        width=640,
+        height=320,
+    )
+    _check_png(path, 640, 320)
+    # Both curves drawn: far more pixels of each color than the 19x7 legend swatch.
+    for color in SERIES_COLORS[:2]:
+        assert _count_color(path, color) > 300
+
+
+def test_plot_curves_many_points(tmp_path):
+    path = tmp_path / "steps.png"
+    rng = np.random.default_rng(0)
+    x = np.arange(20_000)
+    y = 1.0 + 0.3 * rng.standard_normal(20_000) + np.exp(-x / 3000)
+    plot_curves({"g": list(zip(x.tolist(), y.tolist())), "d": [(float(i), 0.7) for i in range(0, 20_000, 500)]}, str(path))
+    _check_png(path)
+    assert _count_color(path, SERIES_COLORS[0]) > 300
+
+
+def test_plot_curves_edge_cases(tmp_path):
+    cases = {
+        "empty": {},
+        "empty_series": {"a": []},
+        "one_point": {"a": [(3.0, 2.0)]},
+        "constant": {"a": [(float(i), 5.0) for i in range(10)]},
+        "nan": {"a": [(0.0, 1.0), (1.0, float("nan")), (2.0, float("inf")), (3.0, 2.0)], "b": [(0.0, float("nan"))]},
+        "all_nan": {"a": [(0.0, float("nan"))]},
+        "zero_constant_one_x": {"a": [(0.0, 0.0), (0.0, 0.0)]},
+    }
+    for name, series in cases.items():
+        path = tmp_path / f"{name}.png"
+        plot_curves(series, str(path), title=name)
+        _check_png(path)
+        with Image.open(path) as im:
+            # Not blank: axes and labels drew plenty of dark pixels on the white background.
+            assert (np.asarray(im.convert("L")) < 128).sum() > 500, name
+    # Series that have data show their color beyond the legend swatch.
+    for name in ("one_point", "constant", "nan"):
+        assert _count_color(tmp_path / f"{name}.png", SERIES_COLORS[0]) > 140, name
+
+
+def test_plot_curves_small_image_and_failure(tmp_path, monkeypatch):
+    path = tmp_path / "tiny.png"
+    plot_curves({"a": [(0, 1), (1, 2)]}, str(path), title="a title wider than the image", width=40, height=30)
+    _check_png(path, 40, 30)
+
+    before = path.read_bytes()
+    monkeypatch.setattr(images.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("rename failed")))
+    with pytest.raises(OSError):
+        plot_curves({"a": [(0, 1), (1, 2)]}, str(path))
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["tiny.png"]

@@ -1,0 +1,153 @@
+"""G and D equal an independent jax.numpy/lax reference of the seed's layers.
+
+The reference below is the seed's network written plainly: concatenated one-hot
+inputs, `lax.conv_transpose` / `lax.conv_general_dilated` convolutions, BatchNorm
+by its formula. It shares nothing with gan.layers but the parameters. Tolerance:
+float32 with different summation orders over up to ~7k terms: atol=rtol=1e-4.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from gan import models
+from gan.config import Config
+from gan.training import create_train_states
+
+TOL = dict(atol=1e-4, rtol=1e-4)
+DN = ("NHWC", "HWIO", "NHWC")
+B = 6
+
+
+def ref_lrelu(x):
+    a = models.LEAK
+    return 0.5 * (1 + a) * x + 0.5 * (1 - a) * jnp.abs(x)
+
+
+def ref_bn(x, p, s, train, momentum=0.99, eps=1e-3):
+    """Returns (y, new_stats): batch statistics in train mode, running in eval."""
+    if train:
+        mean = x.mean(axis=(0, 1, 2))
+        var = ((x - mean) ** 2).mean(axis=(0, 1, 2))
+        new = {"mean": momentum * s["mean"] + (1 - momentum) * mean,
+               "var": momentum * s["var"] + (1 - momentum) * var}
+    else:
+        mean, var, new = s["mean"], s["var"], s
+    return (x - mean) / jnp.sqrt(var + eps) * p["scale"] + p["bias"], new
+
+
+def ref_generator(params, stats, z, labels, train):
+    x = jnp.concatenate([z, jax.nn.one_hot(labels, 10)], -1)[:, None, None, :]
+    x = lax.conv_transpose(x, params["deconv1"]["kernel"], (1, 1), "VALID",
+                           dimension_numbers=DN) + params["deconv1"]["bias"]
+    x, s1 = ref_bn(x, params["bn1"], stats["bn1"], train)
+    x = lax.conv_transpose(ref_lrelu(x), params["deconv2"]["kernel"], (2, 2), "SAME",
+                           dimension_numbers=DN) + params["deconv2"]["bias"]
+    x, s2 = ref_bn(x, params["bn2"], stats["bn2"], train)
+    x = lax.conv_transpose(ref_lrelu(x), params["deconv3"]["kernel"], (2, 2), "SAME",
+                           dimension_numbers=DN) + params["deconv3"]["bias"]
+    return jnp.tanh(x), {"bn1": s1, "bn2": s2}
+
+
+def ref_discriminator(params, stats, images, labels, train):
+    maps = jnp.broadcast_to(jax.nn.one_hot(labels, 10)[:, None, None, :],
+                            images.shape[:3] + (10,))
+    x = jnp.concatenate([images, maps], -1)                      # [B, 28, 28, 11]
+    conv = lambda x, p, s, pad: lax.conv_general_dilated(
+        x, p["kernel"], (s, s), pad, dimension_numbers=DN) + p["bias"]
+    x = ref_lrelu(conv(x, params["conv1"], 2, "SAME"))
+    x, s2 = ref_bn(conv(x, params["conv2"], 2, "SAME"), params["bn2"], stats["bn2"],
+                   train)
+    x = conv(ref_lrelu(x), params["conv3"], 1, "VALID")          # [B, 1, 1, 1]
+    return x.reshape(-1), {"bn2": s2}
+
+
+@pytest.fixture(scope="module")
+def states():
+    g, d = create_train_states(Config(), jax.random.key(0))
+    # Non-trivial BN parameters and running statistics, so both modes are tested.
+    perturb = lambda t, k: jax.tree.map(
+        lambda a: a + 0.1 * jax.random.normal(k, a.shape), t)
+    g = g.replace(batch_stats=perturb(g.batch_stats, jax.random.key(1)),
+                  params=perturb(g.params, jax.random.key(2)))
+    d = d.replace(batch_stats=jax.tree.map(jnp.abs, perturb(d.batch_stats,
+                                                            jax.random.key(3))),
+                  params=perturb(d.params, jax.random.key(4)))
+    return g, d
+
+
+def _count(tree):
+    return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def test_parameter_counts_equal_the_seed():
+    g, d = create_train_states(Config(), jax.random.key(0))
+    assert _count(g.params) == 2_203_393
+    assert _count(d.params) == 867_841
+
+
+def test_kernels_have_the_plain_flax_layouts():
+    g, d = create_train_states(Config(), jax.random.key(0))
+    assert g.params["deconv1"]["kernel"].shape == (7, 7, 110, 256)
+    assert g.params["deconv2"]["kernel"].shape == (5, 5, 256, 128)
+    assert g.params["deconv3"]["kernel"].shape == (5, 5, 128, 1)
+    assert d.params["conv1"]["kernel"].shape == (5, 5, 11, 128)
+    assert d.params["conv2"]["kernel"].shape == (5, 5, 128, 256)
+    assert d.params["conv3"]["kernel"].shape == (7, 7, 256, 1)
+
+
+def test_initialisation_is_truncated_normal_002_with_zero_biases():
+    g, _ = create_train_states(Config(), jax.random.key(0))
+    k = np.asarray(g.params["deconv2"]["kernel"])
+    assert abs(k.std() - 0.02 * 0.88) < 0.002      # std of N(0, .02) cut at 2 sigma
+    assert np.abs(k).max() <= 0.04 + 1e-6
+    assert not np.any(g.params["deconv2"]["bias"])
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_generator_equals_reference(states, train):
+    g, _ = states
+    z = jax.random.normal(jax.random.key(5), (B, models.NOISE_DIM))
+    labels = jnp.arange(B) % 10
+    variables = {"params": g.params, "batch_stats": g.batch_stats}
+    out, upd = jax.jit(lambda v: models.Generator().apply(
+        v, z, labels, train=train, mutable=["batch_stats"]))(variables)
+    ref, ref_stats = jax.jit(ref_generator, static_argnums=4)(
+        g.params, g.batch_stats, z, labels, train)
+    assert out.shape == (B, 28, 28, 1)
+    np.testing.assert_allclose(out, ref, **TOL)
+    for a, b in zip(jax.tree.leaves(upd["batch_stats"]), jax.tree.leaves(ref_stats)):
+        np.testing.assert_allclose(a, b, **TOL)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_discriminator_equals_reference(states, train):
+    _, d = states
+    images = jnp.tanh(jax.random.normal(jax.random.key(6), (B, 28, 28, 1)))
+    labels = jnp.array([9, 0, 4, 4, 1, 7])
+    variables = {"params": d.params, "batch_stats": d.batch_stats}
+    out, upd = jax.jit(lambda v: models.Discriminator().apply(
+        v, images, labels, train=train, mutable=["batch_stats"]))(variables)
+    ref, ref_stats = jax.jit(ref_discriminator, static_argnums=4)(
+        d.params, d.batch_stats, images, labels, train)
+    assert out.shape == (B,)
+    np.testing.assert_allclose(out, ref, **TOL)
+    for a, b in zip(jax.tree.leaves(upd["batch_stats"]), jax.tree.leaves(ref_stats)):
+        np.testing.assert_allclose(a, b, **TOL)
+
+
+def test_generator_weights_load_into_plain_flax_layers(states):
+    """The stored kernel means what it would in nn.ConvTranspose."""
+    g, _ = states
+    x = jax.random.normal(jax.random.key(7), (2, 7, 7, 256))
+    p = g.params["deconv2"]
+    plain = nn.ConvTranspose(128, (5, 5), strides=(2, 2), padding="SAME").apply(
+        {"params": p}, x)
+    from gan.layers import conv_transpose_subpixel
+    np.testing.assert_allclose(conv_transpose_subpixel(x, p["kernel"]) + p["bias"],
+                               plain, **TOL)
