@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     rate = result.steps_run * config.batch_size / max(result.train_seconds, 1e-9)
     print(f"step {result.step}: ran {result.steps_run} steps in "
-          f"{result.train_seconds:.1f} s ({rate:.0f} img/s, compile included), "
+          f"{result.train_seconds:.1f} s ({rate:.0f} img/s, compile included; "
+          f"first step after {result.first_step_s:.1f} s), "
           f"peak RSS {result.peak_rss_mb:.0f} MB; outputs in {args.workdir}")
     return 0
 

@@ -38,6 +38,7 @@ class FitResult:
     step: int            # global step reached
     steps_run: int       # steps this call ran
     train_seconds: float  # wall time of those steps, compile included
+    first_step_s: float   # from the call to the end of its first step
     peak_rss_mb: float
     last_metrics: dict[str, float]
 
@@ -123,6 +124,7 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
     Raises:
       TrainError, data.DataError, checkpoint.CheckpointError: one-line problems.
     """
+    t_start = time.perf_counter()
     check_config(config)
     if max_steps is not None and max_steps <= 0:
         raise TrainError(f"--max-steps must be positive, got {max_steps}")
@@ -178,6 +180,7 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
     pending: list[tuple[int, dict[str, Any]]] = []
     last: dict[str, float] = {}
     start_step, t0 = step, time.perf_counter()
+    first_step_s = float("nan")
     t_log, step_log = t0, step
 
     def flush(log) -> None:
@@ -211,6 +214,11 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                         batch_size=config.batch_size)
                     step += 1
                     pending.append((step, metrics))
+                    if step == start_step + 1:
+                        # Start-up cost (data, compile, first step), for users and
+                        # the compile-cache figures; one extra sync per run.
+                        jax.block_until_ready(metrics)
+                        first_step_s = time.perf_counter() - t_start
                     epoch_end = step % steps_per_epoch == 0
                     if step % config.log_every == 0 or epoch_end or step == stop:
                         flush(log)
@@ -229,4 +237,4 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         bar.close()
         mngr.close()
     return FitResult(step, step - start_step, time.perf_counter() - t0,
-                     peak_rss_mb(), last)
+                     first_step_s, peak_rss_mb(), last)

@@ -142,3 +142,13 @@ def test_eval_batch_norm_equals_flax_running_average():
                       "batch_stats": {"mean": mean, "var": var}}, x)
     np.testing.assert_allclose(
         layers.batch_norm_eval(x, scale, bias, mean, var, epsilon=1e-3), plain, **TOL)
+
+
+@pytest.mark.parametrize("batch", [7, 25, 60])
+def test_batch_chunked_convs_equal_whole_batch_convs(batch):
+    """Chunking the batch (to stay in cache) changes nothing but summation order."""
+    x, kernel, key = _inputs(jax.random.key(batch), (batch, 14, 14, 4), (5, 5, 4, 6))
+    plain_layer = nn.Conv(6, (5, 5), strides=(2, 2), padding="SAME", use_bias=False)
+    plain = lambda x, w: plain_layer.apply({"params": {"kernel": w}}, x)
+    conv = lambda x, w: layers.conv_same(x, w, stride=2)
+    _check_same(layers.in_batch_chunks(conv, 10), plain, x, kernel, key)
