@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from gan import cli
@@ -34,8 +35,16 @@ def parse_args(argv: list[str] | None):
     return p.parse_args(argv)
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Ctrl-C and SIGTERM (also in background jobs, where shells ignore SIGINT)
+    # stop training after saving a checkpoint.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     cli.enable_compile_cache()
     # Imported after parsing so --help is instant.
     from gan import checkpoint, data, loop

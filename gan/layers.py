@@ -88,6 +88,46 @@ def conv_transpose_subpixel(x: jax.Array, kernel: jax.Array,
     return y.reshape(b, h * s, w * s, c_out)
 
 
+def conv_transpose_phases(x: jax.Array, kernel: jax.Array,
+                          stride: int = 2) -> jax.Array:
+    """Stride-s 'SAME' transposed conv as s*s small convs, one per output phase.
+
+    Equals `conv_transpose_subpixel` (and `lax.conv_transpose(x, kernel, (s, s),
+    'SAME')`), but each phase convolves with only its own taps (for k=5, s=2:
+    3x3, 3x2, 2x3 and 2x2, 25 taps in all instead of 4 x 9 = 36).
+
+    Args:
+      x: `[B, H, W, C_in]`.
+      kernel: `[k, k, C_in, C_out]`, square.
+      stride: the upsampling factor s.
+
+    Returns:
+      `[B, s*H, s*W, C_out]`.
+    """
+    k, s = kernel.shape[0], stride
+    taps, d_min, _ = _subpixel_taps(k, s)
+    b, h, w, _ = x.shape
+
+    def window(r):  # window offsets t and kernel taps of phase r
+        ts = [t for t in range(taps.shape[0]) if taps[t, r] < k]
+        return ts, taps[ts, r]
+
+    rows = []
+    for r in range(s):
+        t_r, k_r = window(r)
+        cols = []
+        for c in range(s):
+            t_c, k_c = window(c)
+            sub = kernel[k_r][:, k_c]                        # [len(t_r), len(t_c), ...]
+            pad = ((-(d_min + t_r[0]), d_min + t_r[-1]),
+                   (-(d_min + t_c[0]), d_min + t_c[-1]))
+            cols.append(lax.conv_general_dilated(x, sub, (1, 1), pad,
+                                                 dimension_numbers=_DN))
+        rows.append(jnp.stack(cols, axis=3))                 # [B, H, W, s, C_out]
+    y = jnp.stack(rows, axis=2)                              # [B, H, s, W, s, C_out]
+    return y.reshape(b, h * s, w * s, -1)
+
+
 def conv_transpose_from_1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """A 'VALID' transposed conv of a 1x1 input: a matmul with the flipped kernel.
 

@@ -90,7 +90,7 @@ class Generator(nn.Module):
         x = Conv(256, 7, layers.conv_transpose_from_1x1, name="deconv1")(x)  # [B, 7, 7, 256]
         x = layers.leaky_relu(BatchNorm(name="bn1")(x, train), LEAK)
         # nn.ConvTranspose(128, (5, 5), strides=(2, 2), padding='SAME').
-        x = Conv(128, 5, layers.in_batch_chunks(layers.conv_transpose_subpixel,
+        x = Conv(128, 5, layers.in_batch_chunks(layers.conv_transpose_phases,
                                                 CONV_CHUNK), name="deconv2")(x)  # [B, 14, 14, 128]
         x = layers.leaky_relu(BatchNorm(name="bn2")(x, train), LEAK)
         x = Conv(1, 5, layers.conv_transpose_subpixel, name="deconv3")(x)   # [B, 28, 28, 1]

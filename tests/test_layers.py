@@ -50,14 +50,16 @@ def _check_same(fast, plain, x, kernel, cot_key):
         np.testing.assert_allclose(a, b, **TOL)
 
 
+@pytest.mark.parametrize("op", [layers.conv_transpose_subpixel,
+                                layers.conv_transpose_phases])
 @pytest.mark.parametrize("k,stride,hw", [(5, 2, 7), (3, 2, 5),
                                          (4, 2, 6), (5, 3, 4)])
-def test_subpixel_transposed_conv_equals_flax_conv_transpose(k, stride, hw):
+def test_fast_transposed_convs_equal_flax_conv_transpose(op, k, stride, hw):
     x, kernel, key = _inputs(jax.random.key(k * 10 + hw), (3, hw, hw, 4), (k, k, 4, 6))
     plain_layer = nn.ConvTranspose(6, (k, k), strides=(stride, stride),
                                    padding="SAME", use_bias=False)
     plain = lambda x, w: plain_layer.apply({"params": {"kernel": w}}, x)
-    fast = lambda x, w: layers.conv_transpose_subpixel(x, w, stride)
+    fast = lambda x, w: op(x, w, stride)
     _check_same(fast, plain, x, kernel, key)
 
 
