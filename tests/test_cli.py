@@ -131,3 +131,24 @@ def test_train_refuses_to_resume_with_another_recipe(trained):
                  "--batch-size", 5, "--max-steps", 4, cache=cache)
     assert "batch_size=10" in one_line_error(result)
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "3"]
+
+
+def test_resumed_run_equals_straight_run(trained):
+    """Stopping at step 2 and resuming to 3 gives bit-identical states to
+    running to 3 at once: data order and randomness are functions of the step."""
+    from gan import checkpoint
+    import jax
+
+    tmp, workdir, data_dir, cache = trained
+    straight = tmp / "straight"
+    result = run("train.py", "--workdir", straight, "--data-dir", data_dir,
+                 "--batch-size", 10, "--max-steps", 3, cache=cache)
+    assert result.returncode == 0, result.stderr
+    a, b = checkpoint.restore(str(workdir)), checkpoint.restore(str(straight))
+    assert a.step == b.step == 3
+    for tree in ("params", "opt_state", "batch_stats"):
+        for x, y in zip(jax.tree.leaves(getattr(a.g_state, tree)) +
+                        jax.tree.leaves(getattr(a.d_state, tree)),
+                        jax.tree.leaves(getattr(b.g_state, tree)) +
+                        jax.tree.leaves(getattr(b.d_state, tree))):
+            np.testing.assert_array_equal(x, y)
