@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--log-every", type=int, default=defaults.log_every,
                    help="steps between pulls of the losses to the host")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="also checkpoint every N steps (default: at epoch ends only)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p.parse_args(argv)
 
@@ -51,11 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(epochs=args.epochs, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, seed=args.seed,
                     log_every=args.log_every)
-    if args.keep <= 0:
-        cli.fail(f"--keep must be positive, got {args.keep}")
     try:
         result = loop.fit(config, args.workdir, args.data_dir, args.max_steps,
-                          keep=args.keep, progress=not args.no_progress)
+                          keep=args.keep, checkpoint_every=args.checkpoint_every,
+                          progress=not args.no_progress)
     except (loop.TrainError, data.DataError, checkpoint.CheckpointError) as e:
         cli.fail(str(e))
     except KeyboardInterrupt:

@@ -106,7 +106,7 @@ def _read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
 
 def fit(config: Config, workdir: str, data_dir: str | None = None,
         max_steps: int | None = None, keep: int = 3,
-        progress: bool = True) -> FitResult:
+        checkpoint_every: int | None = None, progress: bool = True) -> FitResult:
     """Trains (or resumes) the run in `workdir` up to `config.epochs` epochs.
 
     Writes `config.json`, per-step losses to `metrics.jsonl`, `losses.png`, a 10x10
@@ -119,6 +119,7 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
       data_dir: IDX folder or TFDS data dir (see `gan.data.load_mnist`).
       max_steps: stop once this many steps (in total, resumed ones included) ran.
       keep: checkpoints kept.
+      checkpoint_every: also save every this many steps (besides epoch ends).
       progress: show a tqdm progress bar.
 
     Raises:
@@ -128,6 +129,10 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
     check_config(config)
     if max_steps is not None and max_steps <= 0:
         raise TrainError(f"--max-steps must be positive, got {max_steps}")
+    if keep <= 0:
+        raise TrainError(f"--keep must be positive, got {keep}")
+    if checkpoint_every is not None and checkpoint_every <= 0:
+        raise TrainError(f"--checkpoint-every must be positive, got {checkpoint_every}")
     train_images, train_labels = data.load_mnist(data_dir, "train")
     n = len(train_labels)
     if config.batch_size > n:
@@ -186,6 +191,8 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
     def flush(log) -> None:
         """Pulls the pending metrics to the host: the loop's only sync."""
         nonlocal last, t_log, step_log
+        if not pending:
+            return
         host = jax.device_get([m for _, m in pending])
         for (s, _), m in zip(pending, host):
             last = {k: float(v) for k, v in m.items()}
@@ -224,6 +231,9 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                         flush(log)
                     if epoch_end:
                         write_outputs(step // steps_per_epoch)
+                    elif checkpoint_every and step % checkpoint_every == 0:
+                        flush(log)  # the log never runs ahead of a checkpoint
+                        checkpoint.save(mngr, g_state, d_state, train_key)
                 if stop % steps_per_epoch:
                     write_outputs(None)
             except KeyboardInterrupt:
