@@ -20,10 +20,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def fail(message: str, prog: str | None = None) -> NoReturn:
-    """Prints one line to stderr and exits with code 2."""
+    """Prints one line to stderr and exits with code 2.
+
+    Exits at once (`os._exit`): after a failed Orbax restore, interpreter
+    shutdown would print tracebacks of its abandoned read tasks.
+    """
     prog = prog or os.path.basename(sys.argv[0])
     print(f"{prog}: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
 
 
 def enable_compile_cache() -> None:

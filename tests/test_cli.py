@@ -152,3 +152,28 @@ def test_resumed_run_equals_straight_run(trained):
                         jax.tree.leaves(getattr(b.g_state, tree)) +
                         jax.tree.leaves(getattr(b.d_state, tree))):
             np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete_config", "empty_dir"])
+def test_sample_damaged_checkpoint_is_one_line_error(trained, tmp_path, damage):
+    import shutil
+
+    _, workdir, _, cache = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(workdir, broken)
+    if damage == "truncate":
+        for root, _, files in os.walk(broken / "checkpoints" / "3"):
+            for name in files:
+                if "ocdbt.process_0" in root and os.sep + "d" in root:
+                    path = os.path.join(root, name)
+                    with open(path, "r+b") as f:
+                        f.truncate(10)
+    elif damage == "delete_config":
+        os.remove(broken / "config.json")
+    else:
+        shutil.rmtree(broken)
+        broken.mkdir()
+    result = run("sample.py", "--checkpoint", broken, "--out", tmp_path / "o.png",
+                 cache=cache)
+    assert str(broken) in one_line_error(result)
+    assert not (tmp_path / "o.png").exists()
