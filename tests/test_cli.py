@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.synthetic import block_digits, write_idx_arrays
+from gan import data
+from tests.synthetic import block_digits, idx_bytes, write, write_idx_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -219,3 +220,47 @@ def test_sigkill_then_resume_equals_straight_run(trained, tmp_path):
         np.testing.assert_array_equal(x, y)
     steps = [json.loads(l)["step"] for l in open(killed / "metrics.jsonl")]
     assert steps == list(range(1, 13))                 # no duplicated log lines
+
+
+def _bad_idx(folder, kind):
+    images, labels = block_digits(30)
+    write_idx_arrays(folder, images, labels)
+    img_name, lbl_name = data.idx_file_names("train")
+    if kind == "magic":
+        write(folder / img_name, idx_bytes(9999, (30, 28, 28), images.tobytes()))
+    elif kind == "truncated":
+        write(folder / img_name, idx_bytes(2051, (30, 28, 28), images.tobytes()[:-5]))
+    elif kind == "lengths":
+        write(folder / lbl_name, idx_bytes(2049, (29,), labels[:29].astype(np.uint8)
+                                           .tobytes()))
+
+
+@pytest.mark.parametrize("case,words", [
+    (["--batch-size", "0"], "batch-size"),
+    (["--epochs", "0"], "epochs"),
+    (["--learning-rate", "-1"], "learning-rate"),
+    (["--batch-size", "31"], "larger than"),
+    ("magic", "magic"),
+    ("truncated", "truncated"),
+    ("lengths", "labels"),
+    ("workdir_is_a_file", "workdir"),
+])
+def test_train_bad_input_is_one_line_and_writes_nothing(tmp_path, case, words):
+    data_dir = tmp_path / "mnist"
+    data_dir.mkdir()
+    workdir = tmp_path / "run"
+    args = []
+    if isinstance(case, list):
+        write_idx_arrays(data_dir, *block_digits(30))
+        args = case
+    elif case == "workdir_is_a_file":
+        write_idx_arrays(data_dir, *block_digits(30))
+        workdir.write_text("keep me")
+    else:
+        _bad_idx(data_dir, case)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
+                 "--batch-size", 10, *args, cache=tmp_path / "cache")
+    assert words in one_line_error(result).lower()
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before                              # nothing written or changed
