@@ -102,6 +102,8 @@ def test_sample_writes_grid_and_npz(trained):
     (["--digits", ""], "digits"),
     (["--per-digit", "0"], "per-digit"),
     (["--per-digit", "100000000"], "limit"),
+    (["--out", "/nonexistent-dir/x.png"], "does not exist"),
+    (["--npz", "/nonexistent-dir/x.npz"], "does not exist"),
 ])
 def test_sample_bad_arguments(trained, args, words):
     tmp, workdir, _, cache = trained
