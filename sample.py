@@ -1,6 +1,7 @@
 """Write digits on request from a trained generator.
 
-    python sample.py --checkpoint runs/x --digits 2026 --out 2026.png
+    python sample.py --digits 2026 --out 2026.png          # pretrained generator
+    python sample.py --checkpoint runs/x --digits 2026    # your own run
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ def parse_args(argv: list[str] | None):
         description="Sample digit grids (and optionally an .npz dataset) from a "
         "train.py workdir.",
         formatter_class=cli.argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True,
-                   help="a train.py --workdir (its latest checkpoint is used)")
+    p.add_argument("--checkpoint", default=None,
+                   help="a train.py --workdir (its latest checkpoint is used) or a "
+                   "generator.msgpack file (default: the pretrained generator in "
+                   "weights/)")
     p.add_argument("--digits", default="0123456789",
                    help="digits to write, one grid row each, e.g. 2026")
     p.add_argument("--per-digit", type=int, default=10,
@@ -35,16 +38,6 @@ def parse_args(argv: list[str] | None):
     return p.parse_args(argv)
 
 
-def _check_writable(path: str, flag: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        cli.fail(f"{flag} {path}: folder {folder} does not exist")
-    if os.path.isdir(path):
-        cli.fail(f"{flag} {path} is a folder")
-    if not os.access(folder, os.W_OK):
-        cli.fail(f"{flag} {path}: folder {folder} is not writable")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not args.digits or not args.digits.isdigit() or not args.digits.isascii():
@@ -56,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                  f"limit is {MAX_IMAGES}")
     if args.scale <= 0:
         cli.fail(f"--scale must be positive, got {args.scale}")
-    _check_writable(args.out, "--out")
+    cli.check_writable(args.out, "--out")
     if args.npz:
-        _check_writable(args.npz, "--npz")
+        cli.check_writable(args.npz, "--npz")
     cli.enable_compile_cache()
 
     import jax
@@ -66,12 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     from gan import checkpoint, images, sampling
 
     try:
-        restored = checkpoint.restore(args.checkpoint)
+        weights = checkpoint.load_sampler(args.checkpoint or checkpoint.PRETRAINED)
     except checkpoint.CheckpointError as e:
         cli.fail(str(e))
     digits = [int(c) for c in args.digits]
     z, labels = sampling.digit_rows(jax.random.key(args.seed), digits, args.per_digit)
-    out = sampling.generate_uint8(sampling.g_variables(restored.g_state), z, labels)
+    out = sampling.generate_uint8(weights.variables, z, labels)
     try:
         images.save_grid(args.out, out, len(digits), args.per_digit, args.scale)
         if args.npz:
@@ -81,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         cli.fail(f"cannot write output: {e}")
     print(f"wrote {len(out)} digits ({args.digits} x {args.per_digit}) from step "
-          f"{restored.step} to {args.out}" + (f" and {args.npz}" if args.npz else ""))
+          f"{weights.step} to {args.out}" + (f" and {args.npz}" if args.npz else ""))
     return 0
 
 

@@ -33,6 +33,12 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="also checkpoint every N steps (default: at epoch ends only)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="every N epochs score 1,000 samples (conditional accuracy, "
+                   "Frechet ratio; see evaluate.py) and log them beside the losses")
+    p.add_argument("--classifier", default=None,
+                   help="the --eval-every classifier file, trained there when "
+                   "missing (default: ~/.cache/cdcgan-jax/mnist_classifier.msgpack)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p.parse_args(argv)
 
@@ -56,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = loop.fit(config, args.workdir, args.data_dir, args.max_steps,
                           keep=args.keep, checkpoint_every=args.checkpoint_every,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress,
+                          eval_every=args.eval_every, classifier_path=args.classifier)
     except (loop.TrainError, data.DataError, checkpoint.CheckpointError) as e:
         cli.fail(str(e))
     except KeyboardInterrupt:

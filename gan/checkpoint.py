@@ -18,10 +18,16 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 from gan.config import Config
+from gan.models import NOISE_DIM, Generator
 from gan.training import TrainState, create_train_states
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+# What sampling needs (G's params and batch_stats), written beside each checkpoint.
+GENERATOR_FILE = "generator.msgpack"
+# The generator shipped with the repository (see README, "Pretrained generator").
+PRETRAINED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "weights", GENERATOR_FILE)
 # Fields that define what a checkpoint means; `epochs` may grow on resume.
 RECIPE_FIELDS = ("batch_size", "learning_rate", "decay_steps", "decay_rate",
                  "beta1", "seed")
@@ -134,3 +140,77 @@ def _check_shapes(target: Any, raw: Any) -> None:
     got = jax.tree.map(np.shape, raw)
     if want != got:
         raise CheckpointError("checkpoint does not match this model's shapes")
+
+
+# --------------------------------------------------------------------------
+# Generator weights: the few MB that sampling needs, in msgpack (no pickle).
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class GeneratorWeights:
+    """A generator's variables and where they came from."""
+    variables: dict[str, Any]  # {"params": ..., "batch_stats": ...}
+    step: int
+    config: Config
+
+
+def save_generator(path: str, variables: dict[str, Any], step: int,
+                   config: Config) -> None:
+    """Writes G's variables, the step and the recipe to `path`, atomically."""
+    payload = {"variables": jax.device_get(variables), "step": step,
+               "config": json.dumps(dataclasses.asdict(config))}
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(serialization.msgpack_serialize(payload))
+    os.replace(tmp, path)
+
+
+def _generator_template() -> dict[str, Any]:
+    z = jax.ShapeDtypeStruct((1, NOISE_DIM), np.float32)
+    labels = jax.ShapeDtypeStruct((1,), np.int32)
+    return jax.eval_shape(lambda z, y: Generator().init(jax.random.key(0), z, y),
+                          z, labels)
+
+
+def load_generator(path: str) -> GeneratorWeights:
+    """Reads a file written by `save_generator`.
+
+    Raises:
+      CheckpointError: unreadable, damaged, or not this model's generator.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = serialization.msgpack_restore(f.read())
+        variables, step = raw["variables"], int(raw["step"])
+        fields = json.loads(raw["config"])
+        known = {f.name for f in dataclasses.fields(Config)}
+        config = Config(**{k: v for k, v in fields.items() if k in known})
+    except OSError as e:
+        raise CheckpointError(f"cannot read generator weights {path}: "
+                              f"{e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - msgpack raises many types.
+        raise CheckpointError(f"{path} is not a generator weights file "
+                              f"({type(e).__name__})") from None
+    want = jax.tree.map(lambda a: (a.shape, np.dtype(a.dtype)), _generator_template())
+    try:
+        got = jax.tree.map(lambda a: (np.shape(a), np.asarray(a).dtype), variables)
+    except Exception:  # noqa: BLE001
+        got = None
+    if want != got:
+        raise CheckpointError(f"{path} does not hold this model's generator "
+                              "(parameter names or shapes differ)")
+    return GeneratorWeights(variables, step, config)
+
+
+def load_sampler(path: str) -> GeneratorWeights:
+    """Generator weights from a weights file or from a train.py workdir."""
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if os.path.isfile(path):
+        return load_generator(path)
+    restored = restore(path)
+    variables = {"params": restored.g_state.params,
+                 "batch_stats": restored.g_state.batch_stats}
+    return GeneratorWeights(variables, restored.step, restored.config)

@@ -43,3 +43,14 @@ def enable_compile_cache() -> None:
     # Cache every program: the train step compiles in seconds, not minutes.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Fails (one line, exit 2) unless `path` can be created or replaced."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        fail(f"{flag} {path}: folder {folder} does not exist")
+    if os.path.isdir(path):
+        fail(f"{flag} {path} is a folder")
+    if not os.access(folder, os.W_OK):
+        fail(f"{flag} {path}: folder {folder} is not writable")

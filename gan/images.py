@@ -280,6 +280,34 @@ def plot_curves(
         width: Image width in pixels.
         height: Image height in pixels.
     """
+    img = _chart(series, title, xlabel, width, height)
+    _atomic_save(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def plot_panels(
+    panels: Sequence[tuple[str, dict[str, Sequence[tuple[float, float]]]]],
+    path: str | os.PathLike[str],
+    xlabel: str = "step",
+    width: int = 800,
+    panel_height: int = 300,
+) -> None:
+    """Charts stacked top to bottom, one per (title, series) pair, in one PNG."""
+    charts = [_chart(series, title, xlabel, width, panel_height)
+              for title, series in panels]
+    img = Image.new("RGB", (width, panel_height * len(charts)), "white")
+    for i, chart in enumerate(charts):
+        img.paste(chart, (0, i * panel_height))
+    _atomic_save(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def _chart(
+    series: dict[str, Sequence[tuple[float, float]]],
+    title: str,
+    xlabel: str,
+    width: int,
+    height: int,
+) -> Image.Image:
+    """Draws the chart `plot_curves` describes."""
     font = ImageFont.load_default()
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
@@ -353,9 +381,8 @@ def plot_curves(
     box = (left_margin, top, width - right_margin, height - bottom_margin)
     bx0, by0, bx1, by1 = box
     if bx1 <= bx0 + 1 or by1 <= by0 + 1:
-        # Image too small for a plot area: still write what was drawn.
-        _atomic_save(path, lambda tmp: img.save(tmp, format="PNG"))
-        return
+        # Image too small for a plot area: still return what was drawn.
+        return img
     plot_w = bx1 - bx0
     if _max_vertices(plot_w) < max((len(a) for a in data.values()), default=0):
         # Re-bucket to the final plot width (only matters when labels widened the margin).
@@ -406,4 +433,4 @@ def plot_curves(
 
     # Axes box last so curves touching the edge don't cover it.
     draw.rectangle(box, outline="black")
-    _atomic_save(path, lambda tmp: img.save(tmp, format="PNG"))
+    return img

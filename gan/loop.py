@@ -94,19 +94,65 @@ def _trim_metrics(path: str, step: int) -> None:
     os.replace(path + ".tmp", path)
 
 
+# The curves of losses.png: panel title -> logged fields drawn in it.
+PANELS = (("cDCGAN losses", ("d_loss", "g_loss")),
+          ("conditional accuracy (train.py --eval-every)", ("cond_acc",)),
+          ("Frechet ratio to real digits (train.py --eval-every)", ("fd_ratio",)))
+
+
 def _read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
-    curves: dict[str, list[tuple[float, float]]] = {"d_loss": [], "g_loss": []}
+    """(step, value) series of every PANELS field in the log."""
+    curves: dict[str, list[tuple[float, float]]] = {
+        name: [] for _, names in PANELS for name in names}
     with open(path) as f:
         for line in f:
             record = json.loads(line)
             for name in curves:
-                curves[name].append((record["step"], record[name]))
+                if name in record:
+                    curves[name].append((record["step"], record[name]))
     return curves
+
+
+def plot_log(metrics_path: str, out_path: str) -> None:
+    """Draws the losses (and quality figures, when logged) of a run's log."""
+    curves = _read_curves(metrics_path)
+    panels = [(title, {n: curves[n] for n in names}) for title, names in PANELS
+              if any(curves[n] for n in names)]
+    images.plot_panels(panels, out_path)
+
+
+class _QuickEval:
+    """`train.py --eval-every`: 1,000 samples scored against real digits."""
+
+    def __init__(self, classifier_path, data_dir, train_images, train_labels,
+                 progress: bool):
+        from gan import classifier, evaluate  # noqa: PLC0415 - only when asked.
+        self._evaluate = evaluate
+        say = (lambda m: tqdm.write(m, file=sys.stderr)) if progress else None
+        try:
+            clf = classifier.load_or_train(classifier_path or classifier.DEFAULT_PATH,
+                                           data_dir, progress=say)
+        except classifier.ClassifierError as e:
+            raise TrainError(str(e)) from None
+        self._params = clf.params
+        test = data.load_mnist(data_dir, "test")
+        self._reference = evaluate.make_reference(
+            clf.params, (train_images, train_labels), test, evaluate.QUICK_SAMPLES,
+            with_precision_recall=False)
+
+    def __call__(self, g_variables) -> dict[str, float]:
+        result = self._evaluate.evaluate_generator(
+            g_variables, self._params, self._reference, self._evaluate.QUICK_SAMPLES,
+            with_precision_recall=False)
+        return {"cond_acc": result["conditional_accuracy"],
+                "fd_ratio": result["frechet_ratio"]}
 
 
 def fit(config: Config, workdir: str, data_dir: str | None = None,
         max_steps: int | None = None, keep: int = 3,
-        checkpoint_every: int | None = None, progress: bool = True) -> FitResult:
+        checkpoint_every: int | None = None, progress: bool = True,
+        eval_every: int | None = None, classifier_path: str | None = None
+        ) -> FitResult:
     """Trains (or resumes) the run in `workdir` up to `config.epochs` epochs.
 
     Writes `config.json`, per-step losses to `metrics.jsonl`, `losses.png`, a 10x10
@@ -121,6 +167,9 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
       keep: checkpoints kept.
       checkpoint_every: also save every this many steps (besides epoch ends).
       progress: show a tqdm progress bar.
+      eval_every: every this many epochs, score 1,000 samples (`gan.evaluate`)
+        and log `cond_acc` and `fd_ratio` beside the losses.
+      classifier_path: the judging classifier's file (trained there if missing).
 
     Raises:
       TrainError, data.DataError, checkpoint.CheckpointError: one-line problems.
@@ -133,6 +182,8 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         raise TrainError(f"--keep must be positive, got {keep}")
     if checkpoint_every is not None and checkpoint_every <= 0:
         raise TrainError(f"--checkpoint-every must be positive, got {checkpoint_every}")
+    if eval_every is not None and eval_every <= 0:
+        raise TrainError(f"--eval-every must be positive, got {eval_every}")
     train_images, train_labels = data.load_mnist(data_dir, "train")
     n = len(train_labels)
     if config.batch_size > n:
@@ -172,13 +223,22 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
             images.save_gif([os.path.join(workdir, GRID_DIR, f) for f in frames],
                             os.path.join(workdir, GIF_FILE))
 
-    def write_outputs(epoch: int | None) -> None:
+    quality = None
+    if eval_every:
+        quality = _QuickEval(classifier_path, data_dir, train_images, train_labels,
+                             progress)
+
+    def save() -> None:
         checkpoint.save(mngr, g_state, d_state, train_key)
+        checkpoint.save_generator(os.path.join(workdir, checkpoint.GENERATOR_FILE),
+                                  sampling.g_variables(g_state), int(g_state.step),
+                                  config)
+
+    def write_outputs(epoch: int | None) -> None:
+        save()
         write_grid(epoch)
         if os.path.exists(metrics_path):
-            images.plot_curves(_read_curves(metrics_path),
-                               os.path.join(workdir, CURVE_FILE),
-                               title="cDCGAN losses")
+            plot_log(metrics_path, os.path.join(workdir, CURVE_FILE))
 
     bar = tqdm(total=stop, initial=step, disable=not progress, unit="step",
                dynamic_ncols=True)
@@ -230,16 +290,25 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                     if step % config.log_every == 0 or epoch_end or step == stop:
                         flush(log)
                     if epoch_end:
-                        write_outputs(step // steps_per_epoch)
+                        epoch = step // steps_per_epoch
+                        if quality and epoch % eval_every == 0:
+                            record = {"step": step, "epoch": epoch,
+                                      **quality(sampling.g_variables(g_state))}
+                            log.write(json.dumps(record) + "\n")
+                            log.flush()
+                            bar.write(f"epoch {epoch}: conditional accuracy "
+                                      f"{100 * record['cond_acc']:.1f}%, Frechet "
+                                      f"ratio {record['fd_ratio']:.2f}", file=sys.stderr)
+                        write_outputs(epoch)
                     elif checkpoint_every and step % checkpoint_every == 0:
                         flush(log)  # the log never runs ahead of a checkpoint
-                        checkpoint.save(mngr, g_state, d_state, train_key)
+                        save()
                 if stop % steps_per_epoch:
                     write_outputs(None)
             except KeyboardInterrupt:
                 # Every dispatched step completes: log and save them before leaving.
                 flush(log)
-                checkpoint.save(mngr, g_state, d_state, train_key)
+                save()
                 raise
     except OSError as e:
         raise TrainError(f"cannot write to workdir {workdir}: {e}") from None

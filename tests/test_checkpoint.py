@@ -41,3 +41,38 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     mngr.close()
     with pytest.raises(checkpoint.CheckpointError, match="cannot be loaded|match"):
         checkpoint.restore(str(tmp_path))
+
+
+def _g_variables(g):
+    return {"params": g.params, "batch_stats": g.batch_stats}
+
+
+def test_generator_weights_round_trip(tmp_path):
+    config = Config(batch_size=10, seed=5)
+    g, _ = create_train_states(config, jax.random.key(1))
+    path = str(tmp_path / "g.msgpack")
+    checkpoint.save_generator(path, _g_variables(g), 123, config)
+    loaded = checkpoint.load_sampler(path)
+    assert loaded.step == 123 and loaded.config == config
+    for a, b in zip(jax.tree.leaves(_g_variables(g)), jax.tree.leaves(loaded.variables)):
+        np.testing.assert_array_equal(a, b)
+    assert not (tmp_path / "g.msgpack.tmp").exists()
+
+
+def test_damaged_or_foreign_generator_weights_are_refused(tmp_path):
+    config = Config()
+    g, _ = create_train_states(config, jax.random.key(1))
+    path = tmp_path / "g.msgpack"
+    checkpoint.save_generator(str(path), _g_variables(g), 1, config)
+    data = path.read_bytes()
+    path.write_bytes(data[:1000])
+    with pytest.raises(checkpoint.CheckpointError, match="not a generator weights"):
+        checkpoint.load_sampler(str(path))
+    variables = _g_variables(g)
+    variables["params"] = dict(variables["params"])
+    variables["params"].pop("deconv1")
+    checkpoint.save_generator(str(path), variables, 1, config)
+    with pytest.raises(checkpoint.CheckpointError, match="names or shapes"):
+        checkpoint.load_sampler(str(path))
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        checkpoint.load_sampler(str(tmp_path / "missing.msgpack"))

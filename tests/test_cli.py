@@ -38,6 +38,7 @@ def trained(tmp_path_factory):
     data_dir = tmp / "mnist"
     data_dir.mkdir()
     write_idx_arrays(data_dir, *block_digits(50))
+    write_idx_arrays(data_dir, *block_digits(40, seed=1), split="test")
     workdir, cache = tmp / "run", tmp / "cache"
     first = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
                 "--batch-size", 10, "--max-steps", 2, "--log-every", 1, cache=cache)
@@ -61,6 +62,7 @@ def test_train_writes_every_output_and_resumes(trained):
         assert grid.size[0] == grid.size[1] > 280           # 10x10 tiles, scaled
     with Image.open(workdir / "losses.png") as curve:
         assert curve.size[0] > 100
+    assert os.path.exists(workdir / "generator.msgpack")     # what sampling needs
 
 
 def test_epoch_ends_write_grids_and_gif(tmp_path):
@@ -266,3 +268,98 @@ def test_train_bad_input_is_one_line_and_writes_nothing(tmp_path, case, words):
     assert words in one_line_error(result).lower()
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before                              # nothing written or changed
+
+
+def test_sample_from_generator_file_equals_sample_from_workdir(trained):
+    tmp, workdir, _, cache = trained
+    args = ("--digits", "37", "--per-digit", 4, "--out")
+    a = run("sample.py", "--checkpoint", workdir, *args, tmp / "a.png",
+            "--npz", tmp / "a.npz", cache=cache)
+    b = run("sample.py", "--checkpoint", workdir / "generator.msgpack", *args,
+            tmp / "b.png", "--npz", tmp / "b.npz", cache=cache)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    np.testing.assert_array_equal(np.load(tmp / "a.npz")["images"],
+                                  np.load(tmp / "b.npz")["images"])
+
+
+def test_sample_without_checkpoint_uses_the_pretrained_generator(tmp_path):
+    out = tmp_path / "digits.png"
+    result = run("sample.py", "--out", out, "--npz", tmp_path / "d.npz",
+                 cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert "generator.msgpack" in result.stdout or "step" in result.stdout
+    images = np.load(tmp_path / "d.npz")["images"]
+    assert images.shape == (100, 28, 28)
+    # Digits: dark background, some bright strokes, and every image different.
+    assert np.median(images) < 30 and (images > 200).mean() > 0.03
+    assert len({im.tobytes() for im in images}) == 100
+
+
+def test_evaluate_end_to_end_and_classifier_cache(trained, tmp_path):
+    _, workdir, data_dir, cache = trained
+    clf, out = tmp_path / "clf.msgpack", tmp_path / "q.json"
+    args = ("--checkpoint", workdir, "--data-dir", data_dir, "--num-samples", 20,
+            "--classifier", clf, "--json", out)
+    result = run("evaluate.py", *args, cache=cache)
+    assert result.returncode == 0, result.stderr
+    assert "conditional accuracy" in result.stdout and "Frechet" in result.stdout
+    figures = json.load(open(out))
+    assert figures["step"] == 3 and figures["num_samples"] == 20
+    assert 0 <= figures["conditional_accuracy"] <= 1
+    assert len(figures["per_digit_accuracy"]) == 10
+    assert figures["frechet_ratio"] == pytest.approx(
+        figures["frechet_distance"] / figures["frechet_floor"])
+    assert {"precision", "recall", "cross_entropy", "worst_digit"} <= set(figures)
+    # The classifier was trained once; the second run reads it.
+    stamp = os.stat(clf).st_mtime_ns
+    again = run("evaluate.py", *args, cache=cache)
+    assert again.returncode == 0, again.stderr
+    assert os.stat(clf).st_mtime_ns == stamp
+    assert "training the MNIST classifier" in result.stderr
+    assert "training the MNIST classifier" not in again.stderr
+    assert json.load(open(out))["frechet_distance"] == figures["frechet_distance"]
+
+
+@pytest.mark.parametrize("case,words", [
+    ("few_samples", "num-samples"),
+    ("json_dir_missing", "does not exist"),
+    ("missing_checkpoint", "does not exist"),
+    ("damaged_classifier", "not a classifier file"),
+])
+def test_evaluate_bad_input_is_one_line(trained, tmp_path, case, words):
+    _, workdir, data_dir, cache = trained
+    clf = tmp_path / "clf.msgpack"
+    clf.write_bytes(b"garbage")
+    args = {"--checkpoint": workdir, "--data-dir": data_dir, "--num-samples": 20,
+            "--classifier": clf}
+    if case == "few_samples":
+        args["--num-samples"] = 5
+    elif case == "json_dir_missing":
+        args["--json"] = tmp_path / "nope" / "q.json"
+    elif case == "missing_checkpoint":
+        args["--checkpoint"] = tmp_path / "nope"
+    flat = [v for kv in args.items() for v in kv]
+    assert words in one_line_error(run("evaluate.py", *flat, cache=cache))
+    assert clf.read_bytes() == b"garbage"                # never overwritten
+
+
+def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
+    data_dir = tmp_path / "mnist"
+    data_dir.mkdir()
+    write_idx_arrays(data_dir, *block_digits(30))
+    write_idx_arrays(data_dir, *block_digits(30, seed=1), split="test")
+    workdir = tmp_path / "run"
+    result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
+                 "--batch-size", 10, "--epochs", 2, "--eval-every", 1,
+                 "--classifier", tmp_path / "clf.msgpack", cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+    quality = [r for r in records if "cond_acc" in r]
+    assert [(r["step"], r["epoch"]) for r in quality] == [(3, 1), (6, 2)]
+    assert all(0 <= r["cond_acc"] <= 1 and r["fd_ratio"] > 0 for r in quality)
+    assert "conditional accuracy" in result.stderr
+    with Image.open(workdir / "losses.png") as curve:
+        assert curve.size[1] == 3 * 300                  # losses + two quality panels
+    bad = run("train.py", "--workdir", tmp_path / "r2", "--data-dir", data_dir,
+              "--eval-every", 0, cache=tmp_path / "cache")
+    assert "eval-every" in one_line_error(bad)

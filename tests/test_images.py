@@ -237,3 +237,15 @@ def test_plot_curves_small_image_and_failure(tmp_path, monkeypatch):
         plot_curves({"a": [(0, 1), (1, 2)]}, str(path))
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["tiny.png"]
+
+
+def test_plot_panels_stacks_one_chart_per_panel(tmp_path):
+    path = tmp_path / "panels.png"
+    images.plot_panels([("losses", {"d": [(0, 1.0), (1, 0.5)]}),
+                        ("accuracy", {"acc": [(1, 0.2), (2, 0.9)]})],
+                       path, width=400, panel_height=200)
+    with Image.open(path) as img:
+        assert img.size == (400, 400)
+        pixels = np.asarray(img.convert("L"))
+    # Each half holds its own axes box (black pixels) and coloured curve.
+    assert (pixels[:200] < 50).any() and (pixels[200:] < 50).any()

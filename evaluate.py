@@ -1,0 +1,83 @@
+"""Measure sample quality: conditional accuracy, Frechet distance, precision/recall.
+
+    python evaluate.py                                   # the pretrained generator
+    python evaluate.py --checkpoint runs/x --json x.json # your own run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from gan import cli
+
+# Precision/recall compare every sample with every real digit; this keeps the
+# pairwise work (and a typo's cost) bounded.
+MAX_SAMPLES = 100_000
+MIN_SAMPLES = 20  # at least two per digit for a covariance
+
+
+def parse_args(argv: list[str] | None):
+    p = cli.ArgumentParser(
+        description="Score a generator's samples with an MNIST classifier "
+        "(trained once on the MNIST train split and cached).",
+        formatter_class=cli.argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=None,
+                   help="a train.py --workdir or a generator.msgpack file "
+                   "(default: the pretrained generator in weights/)")
+    p.add_argument("--num-samples", type=int, default=10_000,
+                   help="samples drawn, digits 0-9 in turn (1,000 per digit)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of the samples")
+    p.add_argument("--classifier", default=None,
+                   help="classifier file, trained there when missing (default: "
+                   "~/.cache/cdcgan-jax/mnist_classifier.msgpack)")
+    p.add_argument("--data-dir", default=None,
+                   help="MNIST: TFDS data dir or IDX folder (as train.py)")
+    p.add_argument("--json", default=None, help="also write the figures to this file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not MIN_SAMPLES <= args.num_samples <= MAX_SAMPLES:
+        cli.fail(f"--num-samples must be between {MIN_SAMPLES} and {MAX_SAMPLES}, "
+                 f"got {args.num_samples}")
+    if args.json:
+        cli.check_writable(args.json, "--json")
+    cli.enable_compile_cache()
+
+    from gan import checkpoint, classifier, data, evaluate
+
+    checkpoint_path = args.checkpoint or checkpoint.PRETRAINED
+    classifier_path = args.classifier or classifier.DEFAULT_PATH
+    try:
+        weights = checkpoint.load_sampler(checkpoint_path)
+        clf = classifier.load_or_train(
+            classifier_path, args.data_dir,
+            progress=lambda m: print(m, file=sys.stderr, flush=True))
+        train = data.load_mnist(args.data_dir, "train")
+        test = data.load_mnist(args.data_dir, "test")
+    except (checkpoint.CheckpointError, classifier.ClassifierError,
+            data.DataError) as e:
+        cli.fail(str(e))
+    reference = evaluate.make_reference(clf.params, train, test, args.num_samples)
+    result = evaluate.evaluate_generator(weights.variables, clf.params, reference,
+                                         args.num_samples, args.seed)
+    result = {"checkpoint": os.path.abspath(checkpoint_path), "step": weights.step,
+              "seed": args.seed, **result}
+    print(f"generator              {checkpoint_path} (step {weights.step})")
+    print(evaluate.format_table(result))
+    if args.json:
+        tmp = args.json + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=2)
+            os.replace(tmp, args.json)
+        except OSError as e:
+            cli.fail(f"cannot write {args.json}: {e.strerror or e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
