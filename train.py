@@ -39,6 +39,16 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--classifier", default=None,
                    help="the --eval-every classifier file, trained there when "
                    "missing (default: ~/.cache/cdcgan-jax/mnist_classifier.msgpack)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="devices (per process) to split each batch over "
+                   "(default: all local devices)")
+    p.add_argument("--data-shards", type=int, default=None,
+                   help="cut the training set into this many independently "
+                   "shuffled shards (default: one per process)")
+    p.add_argument("--coordinator", default=None,
+                   help="multi-process runs: host:port of process 0 (see README)")
+    p.add_argument("--num-processes", type=int, default=None)
+    p.add_argument("--process-id", type=int, default=None)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p.parse_args(argv)
 
@@ -55,21 +65,30 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     cli.enable_compile_cache()
     # Imported after parsing so --help is instant.
-    from gan import checkpoint, data, loop
+    from gan import checkpoint, data, loop, parallel
+    try:
+        parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+    except parallel.ParallelError as e:
+        cli.fail(str(e))
+    import jax
     config = Config(epochs=args.epochs, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, seed=args.seed,
-                    log_every=args.log_every)
+                    log_every=args.log_every,
+                    data_shards=args.data_shards or jax.process_count())
     try:
         result = loop.fit(config, args.workdir, args.data_dir, args.max_steps,
                           keep=args.keep, checkpoint_every=args.checkpoint_every,
                           progress=not args.no_progress,
-                          eval_every=args.eval_every, classifier_path=args.classifier)
+                          eval_every=args.eval_every, classifier_path=args.classifier,
+                          devices=args.devices)
     except (loop.TrainError, data.DataError, checkpoint.CheckpointError) as e:
         cli.fail(str(e))
     except KeyboardInterrupt:
         print("train.py: interrupted; checkpoint saved, run again to resume",
               file=sys.stderr)
         return 130
+    if jax.process_index() != 0:
+        return 0
     rate = result.steps_run * config.batch_size / max(result.train_seconds, 1e-9)
     print(f"step {result.step}: ran {result.steps_run} steps in "
           f"{result.train_seconds:.1f} s ({rate:.0f} img/s, compile included; "

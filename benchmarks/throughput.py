@@ -29,7 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gan import sampling  # noqa: E402
+from gan import parallel, sampling  # noqa: E402
 from gan.config import Config  # noqa: E402
 from gan.loop import peak_rss_mb  # noqa: E402
 from gan.models import NOISE_DIM, NUM_CLASSES  # noqa: E402
@@ -66,16 +66,25 @@ def iteration_flops(b: int) -> int:
     return d_step + g_step
 
 
-def time_ours(config: Config, iters: int, n: int) -> tuple[float, list[float]]:
-    """Returns (compile seconds, per-iteration seconds of `iters` synced steps)."""
+def time_ours(config: Config, iters: int, n: int, mesh=None
+              ) -> tuple[float, list[float]]:
+    """Returns (compile seconds, per-iteration seconds of `iters` synced steps).
+
+    With a mesh, the batch is split over its devices as in `train.py`.
+    """
     rng = np.random.default_rng(0)
-    images = jnp.asarray(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-    labels = jnp.asarray(rng.integers(0, NUM_CLASSES, n).astype(np.int32))
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
     g, d = create_train_states(config, jax.random.key(0))
     key = jax.random.key(1)
+    if mesh is not None:
+        g, d, key = parallel.replicate((g, d, key), mesh)
+        images, labels = parallel.shard_dataset(images, labels, 1, mesh)
+    else:
+        images, labels = jnp.asarray(images), jnp.asarray(labels)
     t = time.perf_counter()
     step = train_step_on_data.lower(g, d, images, labels, key,
-                                    batch_size=config.batch_size).compile()
+                                    batch_size=config.batch_size, mesh=mesh).compile()
     compile_s = time.perf_counter() - t
     g, d, m = step(g, d, images, labels, key)                    # warm-up
     jax.block_until_ready(m)
@@ -132,16 +141,22 @@ def main() -> None:
     p.add_argument("--vs-torch", action="store_true", help="also run peer_torch.py")
     p.add_argument("--torch-python", default=sys.executable,
                    help="python with torch installed, for --vs-torch")
+    p.add_argument("--devices", type=int, default=None,
+                   help="split each batch over this many local devices, as train.py "
+                   "(default: unsharded, one device)")
     args = p.parse_args()
+    mesh = parallel.make_mesh(args.devices) if args.devices else None
+    n_dev = mesh.size if mesh is not None else 1
 
     config = Config(batch_size=args.batch_size)
     b = config.batch_size
     flops = iteration_flops(b)
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-          f"jax {jax.__version__}, batch {b}, {os.cpu_count()} CPUs", flush=True)
+          f"jax {jax.__version__}, batch {b}, {n_dev} device(s), {os.cpu_count()} CPUs",
+          flush=True)
     ours, tf_ms, torch_ms, compile_s = [], [], [], None
     for r in range(args.repeats):
-        c, times = time_ours(config, args.iters, n=max(10 * b, 1000))
+        c, times = time_ours(config, args.iters, n=max(10 * b, 1000), mesh=mesh)
         compile_s = c if compile_s is None else compile_s
         ours.append(statistics.median(times) * 1e3)
         print(f"repeat {r + 1}: ours {ours[-1]:.1f} ms/iter "
@@ -153,8 +168,9 @@ def main() -> None:
 
     ms = statistics.median(ours)
     result = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-              "batch_size": b, "compile_s": round(compile_s, 2),
+              "batch_size": b, "devices": n_dev, "compile_s": round(compile_s, 2),
               "ms_per_iter": round(ms, 1), "img_per_s": round(b / ms * 1e3, 1),
+              "img_per_s_per_device": round(b / ms * 1e3 / n_dev, 1),
               "gflop_per_iter": round(flops / 1e9, 2),
               "gflop_per_s": round(flops / ms / 1e6, 1),
               "sample_img_per_s": round(time_sampling(config), 0),
@@ -168,7 +184,8 @@ def main() -> None:
             result[f"{name}_img_per_s"] = round(b / peer_ms * 1e3, 1)
             result[f"speedup_vs_{name}"] = round(peer_ms / ms, 2)
     print(f"compile {result['compile_s']} s; {ms:.1f} ms/iter, "
-          f"{result['img_per_s']} img/s; {result['gflop_per_iter']} GFLOP/iter, "
+          f"{result['img_per_s']} img/s ({result['img_per_s_per_device']} per device); "
+          f"{result['gflop_per_iter']} GFLOP/iter, "
           f"{result['gflop_per_s']} GFLOP/s; sampling {result['sample_img_per_s']:.0f} "
           f"img/s; peak RSS {result['peak_rss_mb']:.0f} MB")
     for name in ("tf", "torch"):

@@ -17,7 +17,10 @@ class Config:
       decay_rate: staircase exponential decay factor.
       beta1: Adam's first-moment decay (0.5, as DCGAN).
       seed: seeds initialisation, noise, label draws and data order.
-      log_every: steps run per device dispatch; losses come to the host this often.
+      log_every: losses come to the host this often (steps).
+      data_shards: the training set is cut into this many shards, each shuffled
+        on its own and giving batch_size / data_shards examples per step; a
+        multi-process run needs one per process (see gan.parallel).
     """
     epochs: int = 30
     batch_size: int = 100
@@ -27,3 +30,4 @@ class Config:
     beta1: float = 0.5
     seed: int = 0
     log_every: int = 50
+    data_shards: int = 1

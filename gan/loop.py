@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -15,7 +16,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from gan import checkpoint, data, images, sampling
+from gan import checkpoint, data, images, parallel, sampling
 from gan.config import Config
 from gan.training import (create_train_states, learning_rate_schedule,
                           train_step_on_data)
@@ -65,11 +66,14 @@ def check_config(config: Config) -> None:
         raise TrainError(f"--learning-rate must be positive, got {config.learning_rate}")
     if config.log_every <= 0:
         raise TrainError(f"--log-every must be positive, got {config.log_every}")
+    if config.data_shards <= 0:
+        raise TrainError(f"--data-shards must be positive, got {config.data_shards}")
 
 
 def _prepare_workdir(workdir: str, config: Config) -> None:
     try:
-        os.makedirs(workdir, exist_ok=True)
+        if parallel.is_primary():
+            os.makedirs(workdir, exist_ok=True)
         saved = checkpoint.load_config(workdir)
         if saved is not None:
             changed = [f for f in checkpoint.RECIPE_FIELDS
@@ -78,7 +82,8 @@ def _prepare_workdir(workdir: str, config: Config) -> None:
                 names = ", ".join(f"{f}={getattr(saved, f)}" for f in changed)
                 raise TrainError(f"{workdir} holds a run with {names}; resume it with "
                                  "those values or use a new --workdir")
-        checkpoint.save_config(workdir, config)
+        if parallel.is_primary():
+            checkpoint.save_config(workdir, config)
     except OSError as e:
         raise TrainError(f"cannot write to workdir {workdir}: {e.strerror}") from None
 
@@ -151,8 +156,8 @@ class _QuickEval:
 def fit(config: Config, workdir: str, data_dir: str | None = None,
         max_steps: int | None = None, keep: int = 3,
         checkpoint_every: int | None = None, progress: bool = True,
-        eval_every: int | None = None, classifier_path: str | None = None
-        ) -> FitResult:
+        eval_every: int | None = None, classifier_path: str | None = None,
+        devices: int | None = None) -> FitResult:
     """Trains (or resumes) the run in `workdir` up to `config.epochs` epochs.
 
     Writes `config.json`, per-step losses to `metrics.jsonl`, `losses.png`, a 10x10
@@ -170,6 +175,8 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
       eval_every: every this many epochs, score 1,000 samples (`gan.evaluate`)
         and log `cond_acc` and `fd_ratio` beside the losses.
       classifier_path: the judging classifier's file (trained there if missing).
+      devices: devices per process to split the batch over (default: all local
+        ones; see `gan.parallel`). Only process 0 writes files besides checkpoints.
 
     Raises:
       TrainError, data.DataError, checkpoint.CheckpointError: one-line problems.
@@ -184,13 +191,23 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         raise TrainError(f"--checkpoint-every must be positive, got {checkpoint_every}")
     if eval_every is not None and eval_every <= 0:
         raise TrainError(f"--eval-every must be positive, got {eval_every}")
+    try:
+        mesh = parallel.make_mesh(devices)
+        parallel.check_batch(mesh, config.batch_size, config.data_shards)
+    except parallel.ParallelError as e:
+        raise TrainError(str(e)) from None
+    if jax.process_count() > 1 and config.data_shards != jax.process_count():
+        raise TrainError(f"--data-shards must equal the {jax.process_count()} "
+                         f"processes, got {config.data_shards}")
+    primary = parallel.is_primary()
     train_images, train_labels = data.load_mnist(data_dir, "train")
     n = len(train_labels)
     if config.batch_size > n:
         raise TrainError(f"--batch-size {config.batch_size} is larger than the "
                          f"{n} training images")
     _prepare_workdir(workdir, config)
-    steps_per_epoch = n // config.batch_size
+    per_shard = n // config.data_shards
+    steps_per_epoch = per_shard // (config.batch_size // config.data_shards)
     total = config.epochs * steps_per_epoch
     stop = total if max_steps is None else min(total, max_steps)
 
@@ -203,17 +220,26 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
     else:
         g_state, d_state = create_train_states(config, init_key)
     step = int(d_state.step)
+    # Replicated on every device; the step splits the batch (gan.parallel).
+    g_state, d_state, train_key = parallel.replicate((g_state, d_state, train_key),
+                                                     mesh)
 
     metrics_path = os.path.join(workdir, METRICS_FILE)
-    _trim_metrics(metrics_path, step)
+    if primary:
+        _trim_metrics(metrics_path, step)
     schedule = learning_rate_schedule(config)
     grid_z, grid_labels = sampling.grid_inputs(grid_key)
-    images_dev = jax.device_put(train_images)               # [N, 28, 28] uint8
-    labels_dev = jax.device_put(train_labels.astype(np.int32))
+    # [S, N/S, 28, 28] uint8 and [S, N/S]; a process of many holds its shard only.
+    mine = (parallel.local_shard(n, config.data_shards) if jax.process_count() > 1
+            else slice(None))
+    images_dev, labels_dev = parallel.shard_dataset(
+        train_images[mine], train_labels[mine].astype(np.int32), config.data_shards,
+        mesh)
 
     def write_grid(epoch: int | None) -> None:
-        grid = sampling.generate_uint8(sampling.g_variables(g_state), grid_z,
-                                       grid_labels)
+        # On this process's first device: no other process takes part.
+        grid = sampling.generate_uint8(parallel.to_host(sampling.g_variables(g_state)),
+                                       grid_z, grid_labels)
         images.save_grid(os.path.join(workdir, GRID_FILE), grid, 10, 10, GRID_SCALE)
         if epoch is not None:
             os.makedirs(os.path.join(workdir, GRID_DIR), exist_ok=True)
@@ -224,23 +250,26 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                             os.path.join(workdir, GIF_FILE))
 
     quality = None
-    if eval_every:
+    if eval_every and primary:
         quality = _QuickEval(classifier_path, data_dir, train_images, train_labels,
                              progress)
 
     def save() -> None:
-        checkpoint.save(mngr, g_state, d_state, train_key)
-        checkpoint.save_generator(os.path.join(workdir, checkpoint.GENERATOR_FILE),
-                                  sampling.g_variables(g_state), int(g_state.step),
-                                  config)
+        checkpoint.save(mngr, g_state, d_state, train_key)  # every process takes part
+        if primary:
+            checkpoint.save_generator(
+                os.path.join(workdir, checkpoint.GENERATOR_FILE),
+                parallel.to_host(sampling.g_variables(g_state)), step, config)
 
     def write_outputs(epoch: int | None) -> None:
         save()
+        if not primary:
+            return
         write_grid(epoch)
         if os.path.exists(metrics_path):
             plot_log(metrics_path, os.path.join(workdir, CURVE_FILE))
 
-    bar = tqdm(total=stop, initial=step, disable=not progress, unit="step",
+    bar = tqdm(total=stop, initial=step, disable=not (progress and primary), unit="step",
                dynamic_ncols=True)
     pending: list[tuple[int, dict[str, Any]]] = []
     last: dict[str, float] = {}
@@ -253,7 +282,7 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         nonlocal last, t_log, step_log
         if not pending:
             return
-        host = jax.device_get([m for _, m in pending])
+        host = parallel.to_host([m for _, m in pending])
         for (s, _), m in zip(pending, host):
             last = {k: float(v) for k, v in m.items()}
             if not all(math.isfinite(v) for v in last.values()):
@@ -261,8 +290,10 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                                  "the last checkpoint is kept")
             record = {"step": s, "epoch": (s - 1) // steps_per_epoch + 1, **last,
                       "lr": float(schedule(s - 1))}
-            log.write(json.dumps(record) + "\n")
-        log.flush()
+            if log:
+                log.write(json.dumps(record) + "\n")
+        if log:
+            log.flush()
         pending.clear()
         now = time.perf_counter()
         rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
@@ -273,12 +304,12 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                         g_loss=f"{last['g_loss']:.3f}", img_s=f"{rate:.0f}")
 
     try:
-        with open(metrics_path, "a") as log:
+        with (open(metrics_path, "a") if primary else contextlib.nullcontext()) as log:
             try:
                 while step < stop:
                     g_state, d_state, metrics = train_step_on_data(
                         g_state, d_state, images_dev, labels_dev, train_key,
-                        batch_size=config.batch_size)
+                        batch_size=config.batch_size, mesh=mesh)
                     step += 1
                     pending.append((step, metrics))
                     if step == start_step + 1:
@@ -293,7 +324,8 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                         epoch = step // steps_per_epoch
                         if quality and epoch % eval_every == 0:
                             record = {"step": step, "epoch": epoch,
-                                      **quality(sampling.g_variables(g_state))}
+                                      **quality(parallel.to_host(
+                                          sampling.g_variables(g_state)))}
                             log.write(json.dumps(record) + "\n")
                             log.flush()
                             bar.write(f"epoch {epoch}: conditional accuracy "

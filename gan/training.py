@@ -1,4 +1,4 @@
-"""Train states, the jitted train step, and many steps per dispatch."""
+"""Train states, the optimizer and the jitted train step."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax.training import train_state
+from jax.sharding import Mesh
 
+from gan import parallel
 from gan.config import Config
 from gan.data import to_float
 from gan.models import NOISE_DIM, NUM_CLASSES, Discriminator, Generator
@@ -120,24 +122,54 @@ def train_step(g_state: TrainState, d_state: TrainState,
 
 
 def batch_indices(key: jax.Array, step: jax.Array, num_examples: int,
-                  batch_size: int) -> jax.Array:
+                  batch_size: int, shard: jax.Array | None = None) -> jax.Array:
     """Which examples step `step` trains on: epochs are fresh permutations.
 
-    Epoch e visits the data in the order `permutation(fold_in(key, e))`; the
+    Epoch e visits the data in the order `permutation(fold_in(key, e))` (data
+    shard s, when the set is sharded: `fold_in(fold_in(key, e), s)`); the
     `num_examples % batch_size` examples left over are skipped that epoch. A pure
     function of the step, so resuming at any step reproduces the data order.
     """
     steps_per_epoch = num_examples // batch_size
     epoch, position = jnp.divmod(step, steps_per_epoch)
-    order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+    epoch_key = jax.random.fold_in(key, epoch)
+    if shard is not None:
+        epoch_key = jax.random.fold_in(epoch_key, shard)
+    order = jax.random.permutation(epoch_key, num_examples)
     return jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("batch_size",),
+def draw_batch(images: jax.Array, labels: jax.Array, key: jax.Array,
+               step: jax.Array, batch_size: int) -> dict[str, jax.Array]:
+    """Step `step`'s batch from a training set cut into S data shards.
+
+    Args:
+      images: uint8 `[S, N/S, 28, 28]`; labels int `[S, N/S]`.
+      key: the run's data key.
+      step: the global step.
+      batch_size: global batch; shard s gives its `batch_size / S` examples.
+
+    Returns:
+      `image` float `[B, 28, 28, 1]` in [-1, 1] and `label` int `[B]`, shard-major.
+    """
+    shards, per_shard = labels.shape
+    b = batch_size // shards
+
+    def one_shard(x, y, s):
+        idx = batch_indices(key, step, per_shard, b, s if shards > 1 else None)
+        return x[idx], y[idx]
+
+    x, y = jax.vmap(one_shard)(images, labels, jnp.arange(shards))  # [S, B/S, ...]
+    return {"image": to_float(x.reshape(batch_size, *x.shape[2:])),
+            "label": y.reshape(batch_size)}
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "mesh"),
                    donate_argnames=("g_state", "d_state"))
 def train_step_on_data(g_state: TrainState, d_state: TrainState,
                        images: jax.Array, labels: jax.Array, key: jax.Array, *,
-                       batch_size: int) -> tuple[TrainState, TrainState, Metrics]:
+                       batch_size: int, mesh: Mesh | None = None
+                       ) -> tuple[TrainState, TrainState, Metrics]:
     """`train_step` on the batch for step `d_state.step`, drawn on the device.
 
     The whole training set stays on the device; batch selection, scaling and all
@@ -147,16 +179,26 @@ def train_step_on_data(g_state: TrainState, d_state: TrainState,
 
     Args:
       g_state, d_state: the states (donated).
-      images: uint8 `[N, 28, 28]`, the whole training set.
-      labels: int `[N]`.
+      images: uint8 `[N, 28, 28]`, the whole training set, or `[S, N/S, 28, 28]`
+        cut into S data shards (see `gan.parallel`).
+      labels: int `[N]` or `[S, N/S]`.
       key: the run's training key.
-      batch_size: images per step.
+      batch_size: images per step (global).
+      mesh: split the batch over this mesh's devices (`gan.parallel`); states
+        stay replicated. None: wherever the inputs are.
 
     Returns:
       New states and this step's scalar metrics.
     """
+    if labels.ndim == 1:
+        images, labels = images[None], labels[None]
     data_key, step_key = jax.random.split(key)
-    idx = batch_indices(data_key, d_state.step, labels.shape[0], batch_size)
-    batch = {"image": to_float(images[idx]), "label": labels[idx]}
-    return train_step(g_state, d_state, batch,
-                      jax.random.fold_in(step_key, d_state.step))
+    batch = draw_batch(images, labels, data_key, d_state.step, batch_size)
+    if mesh is not None:
+        batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharding(mesh))
+    g_state, d_state, metrics = train_step(g_state, d_state, batch,
+                                           jax.random.fold_in(step_key, d_state.step))
+    if mesh is not None:
+        g_state, d_state, metrics = jax.lax.with_sharding_constraint(
+            (g_state, d_state, metrics), parallel.replicated(mesh))
+    return g_state, d_state, metrics

@@ -1,0 +1,161 @@
+"""Data parallelism with JAX sharding: one mesh over every device of every process.
+
+The global batch is split across all devices; parameters, optimizer state and
+BatchNorm statistics are replicated. The jitted train step is the single-device
+program: XLA's SPMD partitioner inserts the all-reduces for gradients and for
+BatchNorm's batch means, so statistics are over the global batch and N devices
+train the same model as one device with the same global batch.
+
+Across hosts, each process holds one shard of the training set (`data_shards`
+in the config equals the number of processes); the dataset is a global array
+`[S, N/S, 28, 28]` whose shard s lives on process s's devices.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+# Mesh axes: processes (hosts) x devices of one process. The batch axis is split
+# over both, so on one host this is a 1-D mesh over the local devices.
+PROCESS, DEVICE = "process", "device"
+BATCH_SPEC = P((PROCESS, DEVICE))
+
+
+class ParallelError(Exception):
+    """A device or cluster setting that cannot work; the message is one line."""
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+    """Joins a multi-process run (`jax.distributed.initialize`) when asked.
+
+    With `coordinator` the three values come from the flags; without it, a
+    cluster environment (SLURM, Open MPI, Kubernetes, ...) is detected by JAX when
+    `JAX_COORDINATOR_ADDRESS` or a known scheduler's variables are set. A single
+    process (the usual case) needs nothing.
+    """
+    if coordinator is None and num_processes is None and process_id is None:
+        if not _cluster_environment():
+            return
+        args: dict[str, Any] = {}
+    else:
+        if coordinator is None or num_processes is None or process_id is None:
+            raise ParallelError("--coordinator, --num-processes and --process-id "
+                                "go together")
+        if num_processes < 1 or not 0 <= process_id < num_processes:
+            raise ParallelError(f"--process-id must be in 0..{num_processes - 1} "
+                                f"and --num-processes positive")
+        args = {"coordinator_address": coordinator, "num_processes": num_processes,
+                "process_id": process_id}
+    # CPU devices of different processes talk through Gloo (GPUs use NCCL).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(**args)
+    except Exception as e:  # noqa: BLE001 - JAX raises several types here.
+        raise ParallelError(f"cannot join the distributed run: "
+                            f"{' '.join(str(e).split())[:200]}") from None
+
+
+def _cluster_environment() -> bool:
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    for var in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        if int(os.environ.get(var, "1") or 1) > 1:
+            return True
+    return False
+
+
+def make_mesh(devices_per_process: int | None = None) -> Mesh:
+    """A (process, device) mesh over the first `devices_per_process` local devices
+    of every process (all of them by default)."""
+    n_local = jax.local_device_count()
+    use = n_local if devices_per_process is None else devices_per_process
+    if not 1 <= use <= n_local:
+        raise ParallelError(f"--devices must be between 1 and {n_local} "
+                            f"(the local {jax.default_backend()} devices), got {use}")
+    rows = []
+    for p in range(jax.process_count()):
+        mine = sorted((d for d in jax.devices() if d.process_index == p),
+                      key=lambda d: d.id)
+        rows.append(mine[:use])
+    return Mesh(np.array(rows), (PROCESS, DEVICE))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole value (parameters, optimizer state, keys)."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """The leading (batch) axis split over every device of the mesh."""
+    return NamedSharding(mesh, BATCH_SPEC)
+
+
+def check_batch(mesh: Mesh, batch_size: int, data_shards: int) -> None:
+    """The global batch must split evenly over the devices and the data shards."""
+    if batch_size % mesh.size:
+        raise ParallelError(f"--batch-size {batch_size} does not split evenly over "
+                            f"{mesh.size} devices")
+    if batch_size % data_shards:
+        raise ParallelError(f"--batch-size {batch_size} does not split evenly over "
+                            f"{data_shards} data shards")
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places host or single-device values on every device of the mesh."""
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(a):
+        if isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype,
+                                                              jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(a)))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(a))
+    return jax.tree.map(put, tree)
+
+
+def local_shard(num_examples: int, data_shards: int) -> slice:
+    """This process's examples: a contiguous 1/`data_shards` of the training set
+    (the `num_examples % data_shards` last ones are left out)."""
+    per = num_examples // data_shards
+    index = jax.process_index() if data_shards == jax.process_count() else 0
+    return slice(index * per, (index + 1) * per)
+
+
+def shard_dataset(images: np.ndarray, labels: np.ndarray, data_shards: int,
+                  mesh: Mesh) -> tuple[jax.Array, jax.Array]:
+    """The training set as global arrays `[S, N/S, 28, 28]` and `[S, N/S]`.
+
+    In a multi-process run (S = number of processes) `images`/`labels` are this
+    process's shard only; in one process they are the whole set, cut into S.
+    """
+    sharding = NamedSharding(mesh, P(PROCESS) if jax.process_count() > 1 else P())
+    if jax.process_count() == 1:
+        per = len(labels) // data_shards
+        images = images[:per * data_shards].reshape(data_shards, per, *images.shape[1:])
+        labels = labels[:per * data_shards].reshape(data_shards, per)
+        return jax.device_put(images, sharding), jax.device_put(labels, sharding)
+    shape = (data_shards, len(labels)) + images.shape[1:]
+    return (jax.make_array_from_process_local_data(sharding, images[None], shape),
+            jax.make_array_from_process_local_data(sharding, labels[None],
+                                                   shape[:2]))
+
+
+def to_host(tree: Any) -> Any:
+    """NumPy copies of (replicated) arrays, read from this process's first device."""
+    def get(a):
+        if isinstance(a, jax.Array):
+            return np.asarray(a.addressable_data(0))
+        return a
+    return jax.tree.map(get, tree)
+
+
+def is_primary() -> bool:
+    """Process 0 writes logs, grids and other files; every process checkpoints."""
+    return jax.process_index() == 0
