@@ -291,8 +291,12 @@ def plot_panels(
     width: int = 800,
     panel_height: int = 300,
 ) -> None:
-    """Charts stacked top to bottom, one per (title, series) pair, in one PNG."""
-    charts = [_chart(series, title, xlabel, width, panel_height)
+    """Charts stacked top to bottom, one per (title, series) pair, in one PNG,
+    all on the x range of the whole data so that the panels line up."""
+    xs = [x for _, series in panels for pts in series.values() for x, _ in pts
+          if math.isfinite(x)]
+    x_range = (min(xs), max(xs)) if xs else None
+    charts = [_chart(series, title, xlabel, width, panel_height, x_range)
               for title, series in panels]
     img = Image.new("RGB", (width, panel_height * len(charts)), "white")
     for i, chart in enumerate(charts):
@@ -306,8 +310,9 @@ def _chart(
     xlabel: str,
     width: int,
     height: int,
+    x_range: tuple[float, float] | None = None,
 ) -> Image.Image:
-    """Draws the chart `plot_curves` describes."""
+    """Draws the chart `plot_curves` describes (on `x_range` when given)."""
     font = ImageFont.load_default()
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
@@ -360,6 +365,8 @@ def _chart(
         y0, y1 = float(allp[:, 1].min()), float(allp[:, 1].max())
     else:
         x0, x1, y0, y1 = 0.0, 1.0, 0.0, 1.0
+    if x_range is not None:
+        x0, x1 = map(float, x_range)
     # Widen degenerate ranges so a single point or a constant curve has a scale
     # (and the coordinate mapping below never divides by zero).
     if x1 - x0 <= 0:

@@ -28,10 +28,10 @@ def run(mesh, config, images, labels):
     g, d = create_train_states(config, jax.random.key(0))
     g, d, key = parallel.replicate((g, d, jax.random.key(1)), mesh)
     x, y = parallel.shard_dataset(images, labels, config.data_shards, mesh)
-    hlo = train_step_on_data.lower(g, d, x, y, key, batch_size=config.batch_size,
-                                   mesh=mesh).compile().as_text()
-    g, d, metrics = train_step_on_data(g, d, x, y, key, batch_size=config.batch_size,
-                                       mesh=mesh)
+    step = train_step_on_data.lower(g, d, x, y, key, batch_size=config.batch_size,
+                                    mesh=mesh).compile()
+    hlo = step.as_text()
+    g, d, metrics = step(g, d, x, y, key)
     devices = len(g.params["deconv1"]["kernel"].sharding.device_set)
     return parallel.to_host((g, d, metrics)), hlo, devices
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -15,9 +18,13 @@ from gan import data
 from tests.synthetic import block_digits, idx_bytes, write, write_idx_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# One XLA compilation cache for every CLI run of the session: the programs the
+# runs share (train step at batch 10, sampling) compile once.
+SHARED_CACHE = tempfile.mkdtemp(prefix="cdcgan-test-xla-")
+atexit.register(shutil.rmtree, SHARED_CACHE, True)
 
 
-def run(script, *args, cache):
+def run(script, *args, cache=SHARED_CACHE):
     env = dict(os.environ, GAN_COMPILE_CACHE=str(cache), JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=600)
@@ -39,7 +46,7 @@ def trained(tmp_path_factory):
     data_dir.mkdir()
     write_idx_arrays(data_dir, *block_digits(50))
     write_idx_arrays(data_dir, *block_digits(40, seed=1), split="test")
-    workdir, cache = tmp / "run", tmp / "cache"
+    workdir, cache = tmp / "run", SHARED_CACHE
     first = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
                 "--batch-size", 10, "--max-steps", 2, "--log-every", 1, cache=cache)
     assert first.returncode == 0, first.stderr
@@ -71,7 +78,7 @@ def test_epoch_ends_write_grids_and_gif(tmp_path):
     write_idx_arrays(data_dir, *block_digits(20))
     workdir = tmp_path / "run"
     result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
-                 "--batch-size", 10, "--epochs", 2, cache=tmp_path / "cache")
+                 "--batch-size", 10, "--epochs", 2)
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(workdir / "grids")) == ["epoch_001.png", "epoch_002.png"]
     with Image.open(workdir / "progress.gif") as gif:
@@ -117,7 +124,7 @@ def test_sample_bad_arguments(trained, args, words):
 
 def test_sample_missing_checkpoint(tmp_path):
     result = run("sample.py", "--checkpoint", tmp_path / "nope", "--out",
-                 tmp_path / "a.png", cache=tmp_path / "cache")
+                 tmp_path / "a.png")
     assert "nope" in one_line_error(result)
 
 
@@ -125,7 +132,7 @@ def test_train_without_data_names_both_ways_to_supply_it(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = run("train.py", "--workdir", tmp_path / "run", "--data-dir", empty,
-                 "--max-steps", 1, cache=tmp_path / "cache")
+                 "--max-steps", 1)
     line = one_line_error(result)
     assert "TFDS_DATA_DIR" in line and "IDX" in line
 
@@ -264,7 +271,7 @@ def test_train_bad_input_is_one_line_and_writes_nothing(tmp_path, case, words):
         _bad_idx(data_dir, case)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
-                 "--batch-size", 10, *args, cache=tmp_path / "cache")
+                 "--batch-size", 10, *args)
     assert words in one_line_error(result).lower()
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before                              # nothing written or changed
@@ -284,10 +291,12 @@ def test_sample_from_generator_file_equals_sample_from_workdir(trained):
 
 def test_sample_without_checkpoint_uses_the_pretrained_generator(tmp_path):
     out = tmp_path / "digits.png"
-    result = run("sample.py", "--out", out, "--npz", tmp_path / "d.npz",
-                 cache=tmp_path / "cache")
+    from gan import checkpoint
+
+    result = run("sample.py", "--out", out, "--npz", tmp_path / "d.npz")
     assert result.returncode == 0, result.stderr
-    assert "generator.msgpack" in result.stdout or "step" in result.stdout
+    shipped = checkpoint.load_generator(checkpoint.PRETRAINED)
+    assert f"from step {shipped.step} " in result.stdout
     images = np.load(tmp_path / "d.npz")["images"]
     assert images.shape == (100, 28, 28)
     # Digits: dark background, some bright strokes, and every image different.
@@ -351,7 +360,7 @@ def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
     workdir = tmp_path / "run"
     result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
                  "--batch-size", 10, "--epochs", 2, "--eval-every", 1,
-                 "--classifier", tmp_path / "clf.msgpack", cache=tmp_path / "cache")
+                 "--classifier", tmp_path / "clf.msgpack")
     assert result.returncode == 0, result.stderr
     records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
     quality = [r for r in records if "cond_acc" in r]
@@ -361,5 +370,5 @@ def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
     with Image.open(workdir / "losses.png") as curve:
         assert curve.size[1] == 3 * 300                  # losses + two quality panels
     bad = run("train.py", "--workdir", tmp_path / "r2", "--data-dir", data_dir,
-              "--eval-every", 0, cache=tmp_path / "cache")
+              "--eval-every", 0)
     assert "eval-every" in one_line_error(bad)

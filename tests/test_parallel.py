@@ -17,7 +17,7 @@ from gan import checkpoint
 from gan.training import batch_indices, draw_batch
 from tests.parallel_check import compare
 from tests.synthetic import block_digits, write_idx_arrays
-from tests.test_cli import ROOT, one_line_error, run
+from tests.test_cli import ROOT, SHARED_CACHE, one_line_error, run
 
 LR = 2e-4
 
@@ -70,7 +70,7 @@ def test_two_processes_equal_one_process_with_two_data_shards(tmp_path):
     write_idx_arrays(data_dir, *block_digits(60, seed=4))
     common = ["--data-dir", data_dir, "--batch-size", 10, "--max-steps", 3,
               "--log-every", 1, "--checkpoint-every", 1, "--keep", 5, "--no-progress"]
-    cache = tmp_path / "cache"
+    cache = SHARED_CACHE
     port = _free_port()
     env = dict(_env(), GAN_COMPILE_CACHE=str(cache))
     procs = [subprocess.Popen(
@@ -122,7 +122,7 @@ def test_batch_that_does_not_split_over_the_devices_is_refused(tmp_path):
 def test_bad_parallel_flags_are_one_line(tmp_path, args, words):
     write_idx_arrays(tmp_path, *block_digits(40))
     result = run("train.py", "--workdir", tmp_path / "r", "--data-dir", tmp_path,
-                 "--batch-size", 10, "--max-steps", 1, *args, cache=tmp_path / "c")
+                 "--batch-size", 10, "--max-steps", 1, *args)
     assert words in one_line_error(result)
     assert not (tmp_path / "r").exists()
 
