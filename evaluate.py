@@ -14,7 +14,7 @@ from gan import cli
 
 # Precision/recall compare every sample with every real digit; this keeps the
 # pairwise work (and a typo's cost) bounded.
-MAX_SAMPLES = 100_000
+MAX_SAMPLES = 60_000  # the floor needs as many real training digits
 MIN_SAMPLES = 20  # at least two per digit for a covariance
 
 
@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None):
                    "(default: the pretrained generator in weights/)")
     p.add_argument("--num-samples", type=int, default=10_000,
                    help="samples drawn, digits 0-9 in turn (1,000 per digit)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed of the samples")
+    p.add_argument("--seed", type=cli.seed, default=0, help="noise seed of the samples")
     p.add_argument("--classifier", default=None,
                    help="classifier file, trained there when missing (default: "
                    "~/.cache/cdcgan-jax/mnist_classifier.msgpack)")
@@ -53,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     classifier_path = args.classifier or classifier.DEFAULT_PATH
     try:
         weights = checkpoint.load_sampler(checkpoint_path)
+        train = data.load_mnist(args.data_dir, "train")
+        test = data.load_mnist(args.data_dir, "test")
+        if args.num_samples > len(train[1]):
+            cli.fail(f"--num-samples {args.num_samples} exceeds the {len(train[1])} "
+                     "training digits the Frechet floor is computed from")
         clf = classifier.load_or_train(
             classifier_path, args.data_dir,
             progress=lambda m: print(m, file=sys.stderr, flush=True))
-        train = data.load_mnist(args.data_dir, "train")
-        test = data.load_mnist(args.data_dir, "test")
     except (checkpoint.CheckpointError, classifier.ClassifierError,
             data.DataError) as e:
         cli.fail(str(e))
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = args.json + ".tmp"
         try:
             with open(tmp, "w") as f:
-                json.dump(result, f, indent=2)
+                json.dump(evaluate.json_ready(result), f, indent=2, allow_nan=False)
             os.replace(tmp, args.json)
         except OSError as e:
             cli.fail(f"cannot write {args.json}: {e.strerror or e}")

@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None):
                    help="digits to write, one grid row each, e.g. 2026")
     p.add_argument("--per-digit", type=int, default=10,
                    help="samples per requested digit (grid columns)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=cli.seed, default=0,
                    help="noise seed; column c uses the same noise in every row")
     p.add_argument("--out", default="samples.png", help="grid PNG to write")
     p.add_argument("--scale", type=int, default=2, help="grid upscaling factor")

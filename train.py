@@ -21,7 +21,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
                    help="Adam's initial step size (x0.95 every 500 steps)")
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--seed", type=cli.seed, default=defaults.seed)
     p.add_argument("--data-dir", default=None,
                    help="TFDS data dir (default: $TFDS_DATA_DIR, then "
                    "~/tensorflow_datasets, downloading if needed) or a folder "
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(epochs=args.epochs, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, seed=args.seed,
                     log_every=args.log_every,
-                    data_shards=args.data_shards or jax.process_count())
+                    data_shards=(jax.process_count() if args.data_shards is None
+                                 else args.data_shards))
     try:
         result = loop.fit(config, args.workdir, args.data_dir, args.max_steps,
                           keep=args.keep, checkpoint_every=args.checkpoint_every,

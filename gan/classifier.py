@@ -174,6 +174,16 @@ def load(path: str) -> Loaded:
     return Loaded(params, acc)
 
 
+def _check_writable(path: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", "wb"):
+            pass
+        os.remove(path + ".tmp")
+    except OSError as e:
+        raise ClassifierError(f"cannot write classifier {path}: {e.strerror or e}") from None
+
+
 def load_or_train(path: str, data_dir: str | None,
                   progress: Callable[[str], None] | None = None) -> Loaded:
     """The cached classifier at `path`, trained on MNIST first when missing."""
@@ -181,6 +191,7 @@ def load_or_train(path: str, data_dir: str | None,
     path = os.path.expanduser(path)
     if os.path.exists(path):
         return load(path)
+    _check_writable(path)  # before minutes of training, not after
     train_x, train_y = data.load_mnist(data_dir, "train")
     test_x, test_y = data.load_mnist(data_dir, "test")
     if progress:

@@ -32,6 +32,14 @@ def fail(message: str, prog: str | None = None) -> NoReturn:
     os._exit(2)
 
 
+def seed(text: str) -> int:
+    """argparse type for seeds: an integer in [0, 2**32)."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"seed must be in 0..{2**32 - 1}, got {value}")
+    return value
+
+
 def enable_compile_cache() -> None:
     """Turns on JAX's persistent compilation cache (`$GAN_COMPILE_CACHE`, or
     ~/.cache/cdcgan-jax/xla; set it to an empty string to turn the cache off)."""

@@ -210,7 +210,7 @@ def score(params: Any, images_u8: np.ndarray, requested: np.ndarray,
         "cross_entropy": ce,
         "frechet_distance": fd,
         "frechet_floor": reference.floor,
-        "frechet_ratio": fd / reference.floor,
+        "frechet_ratio": _ratio(fd, reference.floor),
         "per_digit_frechet": per_digit_fd,
         "per_digit_floor": reference.floor_per_digit,
     }
@@ -245,6 +245,21 @@ def evaluate_generator(g_variables: Any, params: Any, reference: Reference,
     return score(params, images, labels, reference, with_precision_recall)
 
 
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def json_ready(result: dict[str, Any]) -> dict[str, Any]:
+    """`result` with NaN (e.g. a digit with too few samples) as null: strict JSON."""
+    def clean(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    return {k: clean(v) for k, v in result.items()}
+
+
 def format_table(result: dict[str, Any]) -> str:
     """A readable summary of `score`'s dict."""
     pct = lambda v: f"{100 * v:6.2f}%"  # noqa: E731
@@ -266,5 +281,5 @@ def format_table(result: dict[str, Any]) -> str:
     for d in range(NUM_CLASSES):
         fd, floor = result["per_digit_frechet"][d], result["per_digit_floor"][d]
         lines.append(f"  {d}    {pct(result['per_digit_accuracy'][d])}  "
-                     f"{fd:7.3f}  {floor:6.3f}  {fd / floor:5.2f}")
+                     f"{fd:7.3f}  {floor:6.3f}  {_ratio(fd, floor):5.2f}")
     return "\n".join(lines)

@@ -339,8 +339,12 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                     write_outputs(None)
             except KeyboardInterrupt:
                 # Every dispatched step completes: log and save them before leaving.
+                # Not in a multi-process run: a save needs every process at the same
+                # step, and a signal reaches them at different steps (or only one);
+                # the last periodic checkpoint is kept there (see --checkpoint-every).
                 flush(log)
-                save()
+                if jax.process_count() == 1:
+                    save()
                 raise
     except OSError as e:
         raise TrainError(f"cannot write to workdir {workdir}: {e}") from None

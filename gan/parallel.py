@@ -34,10 +34,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                process_id: int | None = None) -> None:
     """Joins a multi-process run (`jax.distributed.initialize`) when asked.
 
-    With `coordinator` the three values come from the flags; without it, a
-    cluster environment (SLURM, Open MPI, Kubernetes, ...) is detected by JAX when
-    `JAX_COORDINATOR_ADDRESS` or a known scheduler's variables are set. A single
-    process (the usual case) needs nothing.
+    With `coordinator` the three values come from the flags; without it, JAX
+    reads them from a SLURM job step (`srun`) or an Open MPI launch (`mpirun`) of
+    more than one task. A single process (the usual case) needs nothing.
     """
     if coordinator is None and num_processes is None and process_id is None:
         if not _cluster_environment():
@@ -62,12 +61,16 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 
 def _cluster_environment() -> bool:
-    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    """A multi-task launch JAX's cluster detection understands."""
+    def count(var: str) -> int:
+        try:
+            return int(os.environ.get(var, "1"))
+        except ValueError:
+            return 1
+    # SLURM: inside a job step only (srun sets the step's node list), as JAX.
+    if os.environ.get("SLURM_STEP_NODELIST") and count("SLURM_NTASKS") > 1:
         return True
-    for var in ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
-        if int(os.environ.get(var, "1") or 1) > 1:
-            return True
-    return False
+    return count("OMPI_COMM_WORLD_SIZE") > 1
 
 
 def make_mesh(devices_per_process: int | None = None) -> Mesh:

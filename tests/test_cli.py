@@ -331,6 +331,8 @@ def test_evaluate_end_to_end_and_classifier_cache(trained, tmp_path):
 
 @pytest.mark.parametrize("case,words", [
     ("few_samples", "num-samples"),
+    ("more_samples_than_digits", "exceeds the 50 training digits"),
+    ("negative_seed", "seed must be in"),
     ("json_dir_missing", "does not exist"),
     ("missing_checkpoint", "does not exist"),
     ("damaged_classifier", "not a classifier file"),
@@ -343,6 +345,10 @@ def test_evaluate_bad_input_is_one_line(trained, tmp_path, case, words):
             "--classifier": clf}
     if case == "few_samples":
         args["--num-samples"] = 5
+    elif case == "more_samples_than_digits":
+        args["--num-samples"] = 60
+    elif case == "negative_seed":
+        args["--seed"] = -1
     elif case == "json_dir_missing":
         args["--json"] = tmp_path / "nope" / "q.json"
     elif case == "missing_checkpoint":

@@ -118,6 +118,7 @@ def test_batch_that_does_not_split_over_the_devices_is_refused(tmp_path):
     (["--devices", 64], "--devices must be between 1 and"),
     (["--coordinator", "127.0.0.1:1"], "go together"),
     (["--data-shards", 3], "does not split evenly over 3 data shards"),
+    (["--data-shards", 0], "--data-shards must be positive"),
 ])
 def test_bad_parallel_flags_are_one_line(tmp_path, args, words):
     write_idx_arrays(tmp_path, *block_digits(40))
