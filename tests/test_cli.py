@@ -364,6 +364,13 @@ def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
     write_idx_arrays(data_dir, *block_digits(30))
     write_idx_arrays(data_dir, *block_digits(30, seed=1), split="test")
     workdir = tmp_path / "run"
+    # An untrained classifier is enough to exercise the logging (and saves the
+    # run from training one; evaluate.py's test covers that).
+    import jax
+    from gan import classifier
+    params = jax.jit(classifier.Classifier().init)(
+        jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))["params"]
+    classifier.save(str(tmp_path / "clf.msgpack"), params, 0.0)
     result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
                  "--batch-size", 10, "--epochs", 2, "--eval-every", 1,
                  "--classifier", tmp_path / "clf.msgpack")
