@@ -63,11 +63,15 @@ def load_config(workdir: str) -> Config | None:
         return None
     try:
         with open(path) as f:
-            fields = json.load(f)
-        known = {f.name for f in dataclasses.fields(Config)}
-        return Config(**{k: v for k, v in fields.items() if k in known})
+            return _config_from_dict(json.load(f))
     except (OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from None
+
+
+def _config_from_dict(fields: dict[str, Any]) -> Config:
+    """A Config from saved fields; fields this version does not know are dropped."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in fields.items() if k in known})
 
 
 def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
@@ -183,9 +187,7 @@ def load_generator(path: str) -> GeneratorWeights:
         with open(path, "rb") as f:
             raw = serialization.msgpack_restore(f.read())
         variables, step = raw["variables"], int(raw["step"])
-        fields = json.loads(raw["config"])
-        known = {f.name for f in dataclasses.fields(Config)}
-        config = Config(**{k: v for k, v in fields.items() if k in known})
+        config = _config_from_dict(json.loads(raw["config"]))
     except OSError as e:
         raise CheckpointError(f"cannot read generator weights {path}: "
                               f"{e.strerror or e}") from None

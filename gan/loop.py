@@ -230,11 +230,8 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
     schedule = learning_rate_schedule(config)
     grid_z, grid_labels = sampling.grid_inputs(grid_key)
     # [S, N/S, 28, 28] uint8 and [S, N/S]; a process of many holds its shard only.
-    mine = (parallel.local_shard(n, config.data_shards) if jax.process_count() > 1
-            else slice(None))
     images_dev, labels_dev = parallel.shard_dataset(
-        train_images[mine], train_labels[mine].astype(np.int32), config.data_shards,
-        mesh)
+        train_images, train_labels.astype(np.int32), config.data_shards, mesh)
 
     def write_grid(epoch: int | None) -> None:
         # On this process's first device: no other process takes part.

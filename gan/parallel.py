@@ -123,40 +123,33 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(put, tree)
 
 
-def local_shard(num_examples: int, data_shards: int) -> slice:
-    """This process's examples: a contiguous 1/`data_shards` of the training set
-    (the `num_examples % data_shards` last ones are left out)."""
-    per = num_examples // data_shards
-    index = jax.process_index() if data_shards == jax.process_count() else 0
-    return slice(index * per, (index + 1) * per)
-
-
 def shard_dataset(images: np.ndarray, labels: np.ndarray, data_shards: int,
                   mesh: Mesh) -> tuple[jax.Array, jax.Array]:
     """The training set as global arrays `[S, N/S, 28, 28]` and `[S, N/S]`.
 
-    In a multi-process run (S = number of processes) `images`/`labels` are this
-    process's shard only; in one process they are the whole set, cut into S.
+    The set is cut into S contiguous shards (the `N % S` last examples are left
+    out). In one process all shards are on every device; in a multi-process run
+    (S = number of processes) process p puts only shard p on its devices.
     """
-    sharding = NamedSharding(mesh, P(PROCESS) if jax.process_count() > 1 else P())
+    per = len(labels) // data_shards
+    images = images[:per * data_shards].reshape(data_shards, per, *images.shape[1:])
+    labels = labels[:per * data_shards].reshape(data_shards, per)
     if jax.process_count() == 1:
-        per = len(labels) // data_shards
-        images = images[:per * data_shards].reshape(data_shards, per, *images.shape[1:])
-        labels = labels[:per * data_shards].reshape(data_shards, per)
+        sharding = replicated(mesh)
         return jax.device_put(images, sharding), jax.device_put(labels, sharding)
-    shape = (data_shards, len(labels)) + images.shape[1:]
-    return (jax.make_array_from_process_local_data(sharding, images[None], shape),
-            jax.make_array_from_process_local_data(sharding, labels[None],
-                                                   shape[:2]))
+    sharding = NamedSharding(mesh, P(PROCESS))
+    p = jax.process_index()
+    return (jax.make_array_from_process_local_data(sharding, images[p:p + 1],
+                                                   images.shape),
+            jax.make_array_from_process_local_data(sharding, labels[p:p + 1],
+                                                   labels.shape))
 
 
 def to_host(tree: Any) -> Any:
-    """NumPy copies of (replicated) arrays, read from this process's first device."""
-    def get(a):
-        if isinstance(a, jax.Array):
-            return np.asarray(a.addressable_data(0))
-        return a
-    return jax.tree.map(get, tree)
+    """NumPy copies of (replicated) arrays, read from this process's first device
+    in one batched transfer."""
+    return jax.device_get(jax.tree.map(
+        lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, tree))
 
 
 def is_primary() -> bool:
