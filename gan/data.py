@@ -35,6 +35,9 @@ _LABELS_HEADER = 8  # magic, count as big-endian int32.
 _DOWNLOAD_HOST = "storage.googleapis.com"
 _REASON_CHARS = 160
 
+# (index, count): the index-th of count equal contiguous parts of a split.
+Shard = tuple[int, int]
+
 _HINT = (
     "Supply it with --data-dir DIR or TFDS_DATA_DIR=DIR (a TFDS data dir "
     "holding mnist/3.0.1), or --data-dir FOLDER holding the four IDX .gz files."
@@ -64,7 +67,8 @@ def idx_file_names(split: str = "train") -> tuple[str, str]:
     return f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"
 
 
-def load_idx(folder: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+def load_idx(folder: str, split: str = "train", shard: Shard | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Loads one MNIST split from the standard LeCun IDX files in a folder.
 
     The ``.gz`` files are preferred; uncompressed files of the same name
@@ -73,9 +77,12 @@ def load_idx(folder: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]
     Args:
         folder: Folder holding the IDX files.
         split: "train" or "test".
+        shard: ``(index, count)``: keep only that contiguous part (see
+            :func:`shard_range`). The image file is streamed, so the rest of it
+            is checked but never held in memory.
 
     Returns:
-        Images uint8 [N, 28, 28] and labels int32 [N].
+        Images uint8 [N, 28, 28] and labels int32 [N] (N: the shard's size).
 
     Raises:
         DataError: A file is missing, unreadable, truncated or malformed, or
@@ -84,14 +91,36 @@ def load_idx(folder: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]
     images_name, labels_name = idx_file_names(split)
     images_path = _find_idx_file(folder, images_name)
     labels_path = _find_idx_file(folder, labels_name)
-    images = _parse_images(images_path, _read_file(images_path))
+    images, count = _read_images(images_path, shard)
     labels = _parse_labels(labels_path, _read_file(labels_path))
-    if len(images) != len(labels):
+    if count != len(labels):
         raise DataError(
-            f"MNIST IDX mismatch: {images_path} has {len(images)} images but "
+            f"MNIST IDX mismatch: {images_path} has {count} images but "
             f"{labels_path} has {len(labels)} labels."
         )
-    return images, labels
+    start, stop = shard_range(count, shard)
+    return images, labels[start:stop]
+
+
+def shard_range(count: int, shard: Shard | None) -> tuple[int, int]:
+    """The examples ``[start, stop)`` of shard ``(index, n)`` of ``count``.
+
+    Shards are contiguous and equal, ``count // n`` examples each; the
+    ``count % n`` last examples belong to none (as ``tfds.even_splits`` with
+    ``drop_remainder=True``). No shard means all examples.
+    """
+    if shard is None:
+        return 0, count
+    _check_shard(shard)
+    index, n = shard
+    per = count // n
+    return index * per, (index + 1) * per
+
+
+def _check_shard(shard: Shard) -> None:
+    index, n = shard
+    if not 0 <= index < n:
+        raise DataError(f"Data shard {index} of {n} does not exist.")
 
 
 def _check_split(split: str) -> None:
@@ -111,20 +140,66 @@ def _find_idx_file(folder: str, gz_name: str) -> str:
     )
 
 
+def _open(path: str):
+    """Opens an IDX file for reading, gunzipping when its name ends in .gz."""
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def _read_errors(path: str, e: BaseException) -> DataError:
+    """The one-line DataError for an exception raised while reading ``path``."""
+    if isinstance(e, EOFError):
+        # gzip raises EOFError when the stream stops before its end marker.
+        return DataError(f"MNIST IDX file {path} is truncated (gzip stream ends early).")
+    # BadGzipFile is an OSError; zlib.error is raised for mangled deflate data.
+    return DataError(f"MNIST IDX file {path} is unreadable or corrupt gzip ({_short(e)}).")
+
+
 def _read_file(path: str) -> bytes:
     """Reads a whole file, gunzipping it when its name ends in .gz."""
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        with open(path, "rb") as f:
+        with _open(path) as f:
             return f.read()
-    except EOFError:
-        # gzip raises EOFError when the stream stops before its end marker.
-        raise DataError(f"MNIST IDX file {path} is truncated (gzip stream ends early).") from None
-    except (OSError, zlib.error) as e:
-        # BadGzipFile is an OSError; zlib.error is raised for mangled deflate data.
-        raise DataError(f"MNIST IDX file {path} is unreadable or corrupt gzip ({_short(e)}).") from None
+    except (EOFError, OSError, zlib.error) as e:
+        raise _read_errors(path, e) from None
+
+
+def _read_images(path: str, shard: Shard | None) -> tuple[np.ndarray, int]:
+    """Checks an IDX image file and returns (its shard's images, its image count).
+
+    The payload is streamed in chunks: only the shard's bytes are kept, the rest
+    is counted (so truncated or over-long files are still caught).
+    """
+    try:
+        with _open(path) as f:
+            head = f.read(_IMAGES_HEADER)
+            header = _parse_header(path, head, _IMAGES_HEADER, _IMAGES_MAGIC, "images")
+            count, rows, cols = (int(v) for v in header[1:])
+            if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
+                raise DataError(
+                    f"MNIST IDX file {path} has wrong image dims {rows}x{cols} "
+                    f"(expected {IMAGE_SIZE}x{IMAGE_SIZE})."
+                )
+            item = rows * cols
+            start, stop = shard_range(count, shard)
+            skipped = _skip(f, start * item)
+            kept = f.read((stop - start) * item) if skipped == start * item else b""
+            total = skipped + len(kept) + _skip(f, None)
+    except (EOFError, OSError, zlib.error) as e:
+        raise _read_errors(path, e) from None
+    _check_payload(path, total, count, item, "images")
+    # Copy so callers get a writable array that does not pin the raw bytes.
+    return np.frombuffer(kept, np.uint8).reshape(-1, rows, cols).copy(), count
+
+
+def _skip(f: Any, size: int | None, chunk: int = 1 << 20) -> int:
+    """Reads and drops ``size`` bytes (None: up to the end); returns how many."""
+    done = 0
+    while size is None or done < size:
+        block = f.read(chunk if size is None else min(chunk, size - done))
+        if not block:
+            break
+        done += len(block)
+    return done
 
 
 def _parse_header(path: str, data: bytes, header_len: int, magic: int, kind: str) -> np.ndarray:
@@ -145,10 +220,9 @@ def _parse_header(path: str, data: bytes, header_len: int, magic: int, kind: str
     return header
 
 
-def _check_payload(path: str, data: bytes, header_len: int, count: int, item_bytes: int, kind: str) -> None:
-    """Raises unless the payload after the header holds exactly ``count`` items."""
+def _check_payload(path: str, actual: int, count: int, item_bytes: int, kind: str) -> None:
+    """Raises unless the ``actual`` payload bytes hold exactly ``count`` items."""
     expected = count * item_bytes
-    actual = len(data) - header_len
     if actual < expected:
         raise DataError(
             f"MNIST IDX file {path} is truncated: header count says {count} {kind} "
@@ -161,24 +235,10 @@ def _check_payload(path: str, data: bytes, header_len: int, count: int, item_byt
         )
 
 
-def _parse_images(path: str, data: bytes) -> np.ndarray:
-    header = _parse_header(path, data, _IMAGES_HEADER, _IMAGES_MAGIC, "images")
-    count, rows, cols = (int(v) for v in header[1:])
-    if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(
-            f"MNIST IDX file {path} has wrong image dims {rows}x{cols} "
-            f"(expected {IMAGE_SIZE}x{IMAGE_SIZE})."
-        )
-    _check_payload(path, data, _IMAGES_HEADER, count, rows * cols, "images")
-    pixels = np.frombuffer(data, dtype=np.uint8, offset=_IMAGES_HEADER)
-    # Copy so callers get a writable array that does not pin the raw bytes.
-    return pixels.reshape(count, rows, cols).copy()
-
-
 def _parse_labels(path: str, data: bytes) -> np.ndarray:
     header = _parse_header(path, data, _LABELS_HEADER, _LABELS_MAGIC, "labels")
     count = int(header[1])
-    _check_payload(path, data, _LABELS_HEADER, count, 1, "labels")
+    _check_payload(path, len(data) - _LABELS_HEADER, count, 1, "labels")
     labels = np.frombuffer(data, dtype=np.uint8, offset=_LABELS_HEADER).astype(np.int32)
     _check_label_range(labels, path)
     return labels
@@ -200,7 +260,8 @@ def _check_label_range(labels: np.ndarray, source: str) -> None:
 
 
 def load_tfds(
-    data_dir: str | None = None, split: str = "train", *, download: bool = True
+    data_dir: str | None = None, split: str = "train", *, download: bool = True,
+    shard: Shard | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loads one MNIST split through TensorFlow Datasets.
 
@@ -212,6 +273,8 @@ def load_tfds(
             TFDS's own default (``~/tensorflow_datasets``).
         split: "train" or "test".
         download: Whether a missing dataset may be downloaded.
+        shard: ``(index, count)``: read only that part, the same examples as
+            :func:`shard_range` (``tfds.even_splits`` with ``drop_remainder``).
 
     Returns:
         Images uint8 [N, 28, 28] and labels int32 [N].
@@ -226,11 +289,16 @@ def load_tfds(
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     where = data_dir or os.path.join("~", "tensorflow_datasets")
     _, tfds = _import_tf()
+    if shard is not None:
+        _check_shard(shard)
+        tfds_split = tfds.even_splits(split, shard[1], drop_remainder=True)[shard[0]]
+    else:
+        tfds_split = split
 
     def read(allow_download: bool) -> tuple[np.ndarray, np.ndarray]:
         ds = tfds.load(
             "mnist",
-            split=split,
+            split=tfds_split,
             data_dir=data_dir,
             download=allow_download,
             as_supervised=True,
@@ -348,7 +416,8 @@ def _normalise_tfds(images: np.ndarray, labels: np.ndarray, where: str) -> tuple
 
 
 def load_mnist(
-    data_dir: str | None = None, split: str = "train", download: bool = True
+    data_dir: str | None = None, split: str = "train", download: bool = True,
+    shard: Shard | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loads one MNIST split from an IDX folder or through TFDS.
 
@@ -359,6 +428,9 @@ def load_mnist(
         data_dir: IDX folder or TFDS data dir; None means TFDS's default.
         split: "train" or "test".
         download: Whether TFDS may download a missing dataset.
+        shard: ``(index, count)``: only that contiguous part of the split
+            (:func:`shard_range`), read without holding the rest in memory;
+            each process of a multi-process run reads its own.
 
     Returns:
         Images uint8 [N, 28, 28] and labels int32 [N].
@@ -376,8 +448,8 @@ def load_mnist(
         if _has_idx_files(data_dir):
             # Any IDX file marks an IDX folder, so a missing sibling gets a
             # precise "file missing" message instead of a TFDS one.
-            return load_idx(data_dir, split)
-    return load_tfds(data_dir, split, download=download)
+            return load_idx(data_dir, split, shard)
+    return load_tfds(data_dir, split, download=download, shard=shard)
 
 
 def _has_idx_files(folder: str) -> bool:

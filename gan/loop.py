@@ -200,8 +200,11 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         raise TrainError(f"--data-shards must equal the {jax.process_count()} "
                          f"processes, got {config.data_shards}")
     primary = parallel.is_primary()
-    train_images, train_labels = data.load_mnist(data_dir, "train")
-    n = len(train_labels)
+    # A process of many reads only its data shard; one process reads all.
+    shard = ((jax.process_index(), config.data_shards) if jax.process_count() > 1
+             else None)
+    train_images, train_labels = data.load_mnist(data_dir, "train", shard=shard)
+    n = len(train_labels) * (1 if shard is None else config.data_shards)
     if config.batch_size > n:
         raise TrainError(f"--batch-size {config.batch_size} is larger than the "
                          f"{n} training images")

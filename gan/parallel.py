@@ -6,9 +6,9 @@ program: XLA's SPMD partitioner inserts the all-reduces for gradients and for
 BatchNorm's batch means, so statistics are over the global batch and N devices
 train the same model as one device with the same global batch.
 
-Across hosts, each process holds one shard of the training set (`data_shards`
-in the config equals the number of processes); the dataset is a global array
-`[S, N/S, 28, 28]` whose shard s lives on process s's devices.
+Across hosts, each process reads and holds one shard of the training set
+(`data_shards` in the config equals the number of processes); the dataset is a
+global array `[S, N/S, 28, 28]` whose shard s lives on process s's devices.
 """
 
 from __future__ import annotations
@@ -127,22 +127,23 @@ def shard_dataset(images: np.ndarray, labels: np.ndarray, data_shards: int,
                   mesh: Mesh) -> tuple[jax.Array, jax.Array]:
     """The training set as global arrays `[S, N/S, 28, 28]` and `[S, N/S]`.
 
-    The set is cut into S contiguous shards (the `N % S` last examples are left
-    out). In one process all shards are on every device; in a multi-process run
-    (S = number of processes) process p puts only shard p on its devices.
+    In one process `images`/`labels` are the whole set, cut here into S contiguous
+    shards (the `N % S` last examples left out) and put on every device. In a
+    multi-process run (S = number of processes) they are this process's shard only
+    (`gan.data.load_mnist(shard=...)`), which stays on this process's devices.
     """
-    per = len(labels) // data_shards
-    images = images[:per * data_shards].reshape(data_shards, per, *images.shape[1:])
-    labels = labels[:per * data_shards].reshape(data_shards, per)
     if jax.process_count() == 1:
+        per = len(labels) // data_shards
+        images = images[:per * data_shards].reshape(data_shards, per,
+                                                    *images.shape[1:])
+        labels = labels[:per * data_shards].reshape(data_shards, per)
         sharding = replicated(mesh)
         return jax.device_put(images, sharding), jax.device_put(labels, sharding)
     sharding = NamedSharding(mesh, P(PROCESS))
-    p = jax.process_index()
-    return (jax.make_array_from_process_local_data(sharding, images[p:p + 1],
-                                                   images.shape),
-            jax.make_array_from_process_local_data(sharding, labels[p:p + 1],
-                                                   labels.shape))
+    return (jax.make_array_from_process_local_data(
+                sharding, images[None], (data_shards,) + images.shape),
+            jax.make_array_from_process_local_data(
+                sharding, labels[None], (data_shards,) + labels.shape))
 
 
 def to_host(tree: Any) -> Any:

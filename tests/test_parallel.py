@@ -67,7 +67,8 @@ def _free_port() -> int:
 def test_two_processes_equal_one_process_with_two_data_shards(tmp_path):
     data_dir = tmp_path / "mnist"
     data_dir.mkdir()
-    write_idx_arrays(data_dir, *block_digits(60, seed=4))
+    # 61: each process reads 30 contiguous digits, the last one belongs to none.
+    write_idx_arrays(data_dir, *block_digits(61, seed=4))
     common = ["--data-dir", data_dir, "--batch-size", 10, "--max-steps", 3,
               "--log-every", 1, "--checkpoint-every", 1, "--keep", 5, "--no-progress"]
     cache = SHARED_CACHE
