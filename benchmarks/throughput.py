@@ -6,9 +6,9 @@ Synthetic data (the train step does not care what the digits look like). Prints
 compile time, median ms per full D+G iteration, images/s, the analytic FLOPs of
 an iteration and the achieved GFLOP/s, the generator's sampling throughput, peak
 host memory (and peak device memory where the backend reports it). With `--vs-tf`
-/ `--vs-torch` the peers in `../shared/peers` run between our repeats, in the same
-invocation, and the ratios of the medians are printed. The last line is one JSON
-object.
+/ `--vs-torch` the peers in `../shared/peers` (or `--peers-dir`) run between our
+repeats, in the same invocation, and the ratios of the medians are printed. The
+last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -112,11 +112,12 @@ def time_sampling(config: Config, batch: int = 1000, iters: int = 5) -> float:
     return batch / statistics.median(times)
 
 
-def run_peer(script: str, python: str, batch: int, iters: int) -> float:
+def run_peer(script: str, python: str, batch: int, iters: int,
+             peer_dir: str = PEER_DIR) -> float:
     """ms/iter reported by a peer script."""
-    out = subprocess.run([python, os.path.join(PEER_DIR, script), str(batch),
+    out = subprocess.run([python, os.path.join(peer_dir, script), str(batch),
                           str(iters)], capture_output=True, text=True, check=True,
-                         cwd=PEER_DIR)
+                         cwd=peer_dir)
     match = re.search(r"([\d.]+) ms/iter", out.stdout)
     if not match:
         raise RuntimeError(f"{script} printed no timing: {out.stdout} {out.stderr}")
@@ -141,6 +142,8 @@ def main() -> None:
     p.add_argument("--vs-torch", action="store_true", help="also run peer_torch.py")
     p.add_argument("--torch-python", default=sys.executable,
                    help="python with torch installed, for --vs-torch")
+    p.add_argument("--peers-dir", default=PEER_DIR,
+                   help="folder holding peer_tf.py and peer_torch.py")
     p.add_argument("--devices", type=int, default=None,
                    help="split each batch over this many local devices, as train.py "
                    "(default: unsharded, one device)")
@@ -162,9 +165,11 @@ def main() -> None:
         print(f"repeat {r + 1}: ours {ours[-1]:.1f} ms/iter "
               f"(min {min(times) * 1e3:.1f})", flush=True)
         if args.vs_tf:
-            tf_ms.append(run_peer("peer_tf.py", sys.executable, b, args.iters))
+            tf_ms.append(run_peer("peer_tf.py", sys.executable, b, args.iters,
+                                   args.peers_dir))
         if args.vs_torch:
-            torch_ms.append(run_peer("peer_torch.py", args.torch_python, b, args.iters))
+            torch_ms.append(run_peer("peer_torch.py", args.torch_python, b, args.iters,
+                                      args.peers_dir))
 
     ms = statistics.median(ours)
     result = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
