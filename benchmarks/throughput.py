@@ -115,6 +115,7 @@ def time_sampling(config: Config, batch: int = 1000, iters: int = 5) -> float:
 def run_peer(script: str, python: str, batch: int, iters: int,
              peer_dir: str = PEER_DIR) -> float:
     """ms/iter reported by a peer script."""
+    peer_dir = os.path.abspath(peer_dir)  # the peer runs with it as working dir
     out = subprocess.run([python, os.path.join(peer_dir, script), str(batch),
                           str(iters)], capture_output=True, text=True, check=True,
                          cwd=peer_dir)

@@ -172,17 +172,22 @@ def _read_images(path: str, shard: Shard | None) -> tuple[np.ndarray, int]:
     try:
         with _open(path) as f:
             head = f.read(_IMAGES_HEADER)
-            header = _parse_header(path, head, _IMAGES_HEADER, _IMAGES_MAGIC, "images")
-            count, rows, cols = (int(v) for v in header[1:])
-            if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
-                raise DataError(
-                    f"MNIST IDX file {path} has wrong image dims {rows}x{cols} "
-                    f"(expected {IMAGE_SIZE}x{IMAGE_SIZE})."
-                )
+            try:
+                header = _parse_header(path, head, _IMAGES_HEADER, _IMAGES_MAGIC,
+                                       "images")
+                count, rows, cols = (int(v) for v in header[1:])
+                if (rows, cols) != (IMAGE_SIZE, IMAGE_SIZE):
+                    raise DataError(
+                        f"MNIST IDX file {path} has wrong image dims {rows}x{cols} "
+                        f"(expected {IMAGE_SIZE}x{IMAGE_SIZE})."
+                    )
+            except DataError:
+                _skip(f, None)  # a damaged gzip stream is the real cause: raise that
+                raise
             item = rows * cols
             start, stop = shard_range(count, shard)
             skipped = _skip(f, start * item)
-            kept = f.read((stop - start) * item) if skipped == start * item else b""
+            kept = _take(f, (stop - start) * item) if skipped == start * item else b""
             total = skipped + len(kept) + _skip(f, None)
     except (EOFError, OSError, zlib.error) as e:
         raise _read_errors(path, e) from None
@@ -200,6 +205,19 @@ def _skip(f: Any, size: int | None, chunk: int = 1 << 20) -> int:
             break
         done += len(block)
     return done
+
+
+def _take(f: Any, size: int, chunk: int = 1 << 20) -> bytes:
+    """Reads up to ``size`` bytes in chunks, so memory follows what the file
+    holds, not what a (possibly damaged) header asks for."""
+    blocks, done = [], 0
+    while done < size:
+        block = f.read(min(chunk, size - done))
+        if not block:
+            break
+        blocks.append(block)
+        done += len(block)
+    return b"".join(blocks)
 
 
 def _parse_header(path: str, data: bytes, header_len: int, magic: int, kind: str) -> np.ndarray:

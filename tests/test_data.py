@@ -89,6 +89,25 @@ def test_idx_shard_still_checks_the_whole_file(tmp_path):
     expect_error(["wrong count", IMAGES_GZ], load_idx, str(tmp_path), shard=(0, 2))
 
 
+def test_idx_huge_header_count_is_a_data_error_not_a_memory_error(tmp_path):
+    # A damaged count must not make the loader allocate what the header claims.
+    write_idx(tmp_path)
+    write(tmp_path / IMAGES_GZ, idx_bytes(2051, (2**31 - 1, 28, 28), bytes(N * 784)))
+    expect_error(["truncated", "2147483647", IMAGES_GZ], load_idx, str(tmp_path))
+
+
+def test_idx_gzip_damage_in_the_header_is_reported_as_gzip_damage(tmp_path):
+    write_idx(tmp_path)
+    path = tmp_path / IMAGES_GZ
+    # As if a flipped byte turned the dims into 32x32: the IDX header looks wrong,
+    # but the gzip CRC at the end of the stream says why.
+    write(path, idx_bytes(2051, (N, 32, 32), bytes(N * 32 * 32)))
+    raw = bytearray(path.read_bytes())
+    raw[-8] ^= 0xFF  # the stored CRC32
+    path.write_bytes(bytes(raw))
+    expect_error(["corrupt gzip", IMAGES_GZ], load_idx, str(tmp_path))
+
+
 def test_shard_index_out_of_range(tmp_path):
     write_idx(tmp_path)
     expect_error(["shard 2 of 2"], load_mnist, str(tmp_path), shard=(2, 2))

@@ -69,7 +69,8 @@ def main() -> int:
                            progress=False)
             result["resumed_to_step"] = fit.step
             result["resumed_losses"] = fit.last_metrics
-    ok = (result["same_step"] and result["grid_max_abs_diff"] < 0.05
+    # At full precision: GPUs may use TF32 for fp32 matmuls by default.
+    ok = (result["same_step"] and result["grid_max_abs_diff_highest_precision"] < 0.05
           and result.get("resumed_to_step", step + 1) == step + 1)
     result["ok"] = bool(ok)
     print(json.dumps(result))

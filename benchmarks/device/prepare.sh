@@ -7,6 +7,8 @@ set -euo pipefail
 D=.device
 SHARED=${SHARED:-../shared}
 CLASSIFIER=${CLASSIFIER:-$HOME/.cache/cdcgan-jax/mnist_classifier.msgpack}
+# The copied data keep the read-only mode of ../shared: make them removable.
+[ -d "$D" ] && chmod -R u+w "$D"
 rm -rf "$D" && mkdir -p "$D"
 cp -r "$SHARED/data/mnist-idx" "$D/mnist-idx"
 mkdir -p "$D/peers" && cp "$SHARED"/peers/peer_*.py "$D/peers/"
