@@ -14,7 +14,7 @@ import gzip
 import os
 import socket
 import zlib
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -196,28 +196,26 @@ def _read_images(path: str, shard: Shard | None) -> tuple[np.ndarray, int]:
     return np.frombuffer(kept, np.uint8).reshape(-1, rows, cols).copy(), count
 
 
-def _skip(f: Any, size: int | None, chunk: int = 1 << 20) -> int:
-    """Reads and drops ``size`` bytes (None: up to the end); returns how many."""
+def _chunks(f: Any, size: int | None, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """Up to ``size`` bytes of ``f`` (None: to the end), a chunk at a time, so
+    memory follows what the file holds, not what a damaged header asks for."""
     done = 0
     while size is None or done < size:
         block = f.read(chunk if size is None else min(chunk, size - done))
         if not block:
-            break
+            return
         done += len(block)
-    return done
+        yield block
 
 
-def _take(f: Any, size: int, chunk: int = 1 << 20) -> bytes:
-    """Reads up to ``size`` bytes in chunks, so memory follows what the file
-    holds, not what a (possibly damaged) header asks for."""
-    blocks, done = [], 0
-    while done < size:
-        block = f.read(min(chunk, size - done))
-        if not block:
-            break
-        blocks.append(block)
-        done += len(block)
-    return b"".join(blocks)
+def _skip(f: Any, size: int | None) -> int:
+    """Reads and drops ``size`` bytes (None: up to the end); returns how many."""
+    return sum(map(len, _chunks(f, size)))
+
+
+def _take(f: Any, size: int) -> bytes:
+    """Reads up to ``size`` bytes."""
+    return b"".join(_chunks(f, size))
 
 
 def _parse_header(path: str, data: bytes, header_len: int, magic: int, kind: str) -> np.ndarray:
