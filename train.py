@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None):
                    help="stop after this many steps in total (smoke runs)")
     p.add_argument("--log-every", type=int, default=defaults.log_every,
                    help="steps between pulls of the losses to the host")
+    p.add_argument("--steps-per-call", type=int, default=defaults.steps_per_call,
+                   help="train steps per dispatch to the device, in one compiled "
+                   "loop (for GPUs; XLA:CPU runs such loops far slower)")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="also checkpoint every N steps (default: at epoch ends only)")
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     config = Config(epochs=args.epochs, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, seed=args.seed,
-                    log_every=args.log_every,
+                    log_every=args.log_every, steps_per_call=args.steps_per_call,
                     data_shards=(jax.process_count() if args.data_shards is None
                                  else args.data_shards))
     try:

@@ -33,7 +33,8 @@ from gan import parallel, sampling  # noqa: E402
 from gan.config import Config  # noqa: E402
 from gan.loop import peak_rss_mb  # noqa: E402
 from gan.models import NOISE_DIM, NUM_CLASSES  # noqa: E402
-from gan.training import create_train_states, train_step_on_data  # noqa: E402
+from gan.training import (create_train_states, train_step_on_data,  # noqa: E402
+                          train_steps_on_data)
 
 PEER_DIR = os.path.join(os.path.dirname(ROOT), "shared", "peers")
 
@@ -70,7 +71,9 @@ def time_ours(config: Config, iters: int, n: int, mesh=None
               ) -> tuple[float, list[float]]:
     """Returns (compile seconds, per-iteration seconds of `iters` synced steps).
 
-    With a mesh, the batch is split over its devices as in `train.py`.
+    With a mesh, the batch is split over its devices as in `train.py`. With
+    `config.steps_per_call` K > 1, steps run K per dispatch (`iters / K` synced
+    calls, rounded up) and each call's time counts as K equal iterations.
     """
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
@@ -82,18 +85,28 @@ def time_ours(config: Config, iters: int, n: int, mesh=None
         images, labels = parallel.shard_dataset(images, labels, 1, mesh)
     else:
         images, labels = jnp.asarray(images), jnp.asarray(labels)
+    k = config.steps_per_call
     t = time.perf_counter()
-    step = train_step_on_data.lower(g, d, images, labels, key,
-                                    batch_size=config.batch_size, mesh=mesh).compile()
+    if k == 1:
+        step = train_step_on_data.lower(g, d, images, labels, key,
+                                        batch_size=config.batch_size,
+                                        mesh=mesh).compile()
+        args = (images, labels, key)
+    else:
+        count = np.int32(k)
+        step = train_steps_on_data.lower(g, d, images, labels, key, count,
+                                         batch_size=config.batch_size, max_steps=k,
+                                         mesh=mesh).compile()
+        args = (images, labels, key, count)
     compile_s = time.perf_counter() - t
-    g, d, m = step(g, d, images, labels, key)                    # warm-up
+    g, d, m = step(g, d, *args)                                  # warm-up
     jax.block_until_ready(m)
     times = []
-    for _ in range(iters):
+    for _ in range(-(-iters // k)):
         t = time.perf_counter()
-        g, d, m = step(g, d, images, labels, key)
+        g, d, m = step(g, d, *args)
         jax.block_until_ready(m)
-        times.append(time.perf_counter() - t)
+        times += [(time.perf_counter() - t) / k] * k
     return compile_s, times
 
 
@@ -145,18 +158,24 @@ def main() -> None:
                    help="python with torch installed, for --vs-torch")
     p.add_argument("--peers-dir", default=PEER_DIR,
                    help="folder holding peer_tf.py and peer_torch.py")
+    p.add_argument("--steps-per-call", type=int, default=1,
+                   help="train steps per dispatch, as train.py --steps-per-call")
+    p.add_argument("--json", default=None, help="also write the JSON result here")
     p.add_argument("--devices", type=int, default=None,
                    help="split each batch over this many local devices, as train.py "
                    "(default: unsharded, one device)")
     args = p.parse_args()
+    if args.steps_per_call <= 0:
+        p.error(f"--steps-per-call must be positive, got {args.steps_per_call}")
     mesh = parallel.make_mesh(args.devices) if args.devices else None
     n_dev = mesh.size if mesh is not None else 1
 
-    config = Config(batch_size=args.batch_size)
+    config = Config(batch_size=args.batch_size, steps_per_call=args.steps_per_call)
     b = config.batch_size
     flops = iteration_flops(b)
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-          f"jax {jax.__version__}, batch {b}, {n_dev} device(s), {os.cpu_count()} CPUs",
+          f"jax {jax.__version__}, batch {b}, {n_dev} device(s), "
+          f"{config.steps_per_call} step(s) per call, {os.cpu_count()} CPUs",
           flush=True)
     ours, tf_ms, torch_ms, compile_s = [], [], [], None
     for r in range(args.repeats):
@@ -174,7 +193,8 @@ def main() -> None:
 
     ms = statistics.median(ours)
     result = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-              "batch_size": b, "devices": n_dev, "compile_s": round(compile_s, 2),
+              "batch_size": b, "devices": n_dev,
+              "steps_per_call": config.steps_per_call, "compile_s": round(compile_s, 2),
               "ms_per_iter": round(ms, 1), "img_per_s": round(b / ms * 1e3, 1),
               "img_per_s_per_device": round(b / ms * 1e3 / n_dev, 1),
               "gflop_per_iter": round(flops / 1e9, 2),
@@ -199,6 +219,9 @@ def main() -> None:
             print(f"vs {name}: {result[f'{name}_ms_per_iter']} ms/iter -> ours is "
                   f"{result[f'speedup_vs_{name}']}x its images/s")
     print(json.dumps(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f)
 
 
 if __name__ == "__main__":

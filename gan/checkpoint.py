@@ -78,7 +78,9 @@ def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
     """A CheckpointManager for `workdir/checkpoints`, keeping the newest `keep`."""
     directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    return ocp.CheckpointManager(directory, options=options)
+    # The handler named up front lets restore() read a checkpoint's metadata.
+    return ocp.CheckpointManager(directory, options=options,
+                                 item_handlers=ocp.StandardCheckpointHandler())
 
 
 def _payload(g_state: TrainState, d_state: TrainState, key: jax.Array) -> dict:
@@ -122,8 +124,10 @@ def restore(workdir: str, step: int | None = None) -> Restored:
     target = _payload(g_state, d_state, key)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
+        # Refused before Orbax reads any array: its failed restores leave
+        # TensorStore handles open.
+        _check_fits(abstract, mngr.item_metadata(step), f"checkpoint {step} in {workdir}")
         raw = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-        _check_shapes(target, raw)
         g_state = serialization.from_state_dict(g_state, raw["g"])
         d_state = serialization.from_state_dict(d_state, raw["d"])
     except CheckpointError:
@@ -139,11 +143,30 @@ def restore(workdir: str, step: int | None = None) -> Restored:
                     int(d_state.step), config)
 
 
-def _check_shapes(target: Any, raw: Any) -> None:
-    want = jax.tree.map(np.shape, target)
-    got = jax.tree.map(np.shape, raw)
-    if want != got:
-        raise CheckpointError("checkpoint does not match this model's shapes")
+def _check_fits(abstract: Any, metadata: Any, what: str) -> None:
+    """Raises CheckpointError unless the saved arrays have the wanted names,
+    shapes and dtypes (from the checkpoint's metadata: no array is read)."""
+    if metadata is None:  # nothing to compare with: restore() will tell
+        return
+
+    def table(tree):
+        # Python scalars (the step) have neither shape nor dtype here.
+        return {jax.tree_util.keystr(path, simple=True, separator="."):
+                (tuple(getattr(leaf, "shape", ())), getattr(leaf, "dtype", None))
+                for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+    want, got = table(abstract), table(metadata)
+    if want.keys() != got.keys():
+        names = sorted(want.keys() ^ got.keys())
+        more = ", ..." if len(names) > 3 else ""
+        raise CheckpointError(f"{what} does not fit this model: arrays differ "
+                              f"({', '.join(names[:3])}{more})")
+    for name, (shape, dtype) in want.items():
+        got_shape, got_dtype = got[name]
+        if got_shape != shape or None not in (dtype, got_dtype) and got_dtype != dtype:
+            raise CheckpointError(
+                f"{what} does not fit this model: {name} is {got_dtype}"
+                f"{list(got_shape)}, the model has {dtype}{list(shape)}")
 
 
 # --------------------------------------------------------------------------

@@ -18,6 +18,9 @@ class Config:
       beta1: Adam's first-moment decay (0.5, as DCGAN).
       seed: seeds initialisation, noise, label draws and data order.
       log_every: losses come to the host this often (steps).
+      steps_per_call: train steps run per dispatch to the device, in one
+        compiled loop (`gan.training.train_steps_on_data`); 1 dispatches each
+        step on its own, which XLA:CPU runs much faster (see README "Speed").
       data_shards: the training set is cut into this many shards, each shuffled
         on its own and giving batch_size / data_shards examples per step; a
         multi-process run needs one per process (see gan.parallel).
@@ -30,4 +33,5 @@ class Config:
     beta1: float = 0.5
     seed: int = 0
     log_every: int = 50
+    steps_per_call: int = 1
     data_shards: int = 1

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from gan import checkpoint, data, images, parallel, sampling
 from gan.config import Config
 from gan.training import (create_train_states, learning_rate_schedule,
-                          train_step_on_data)
+                          train_step_on_data, train_steps_on_data)
 
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "losses.png"
@@ -39,7 +39,7 @@ class FitResult:
     step: int            # global step reached
     steps_run: int       # steps this call ran
     train_seconds: float  # wall time of those steps, compile included
-    first_step_s: float   # from the call to the end of its first step
+    first_step_s: float   # from the call to the end of its first dispatch
     peak_rss_mb: float
     last_metrics: dict[str, float]
 
@@ -68,6 +68,8 @@ def check_config(config: Config) -> None:
         raise TrainError(f"--log-every must be positive, got {config.log_every}")
     if config.data_shards <= 0:
         raise TrainError(f"--data-shards must be positive, got {config.data_shards}")
+    if config.steps_per_call <= 0:
+        raise TrainError(f"--steps-per-call must be positive, got {config.steps_per_call}")
 
 
 def _prepare_workdir(workdir: str, config: Config) -> None:
@@ -271,27 +273,39 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
 
     bar = tqdm(total=stop, initial=step, disable=not (progress and primary), unit="step",
                dynamic_ncols=True)
-    pending: list[tuple[int, dict[str, Any]]] = []
+    # (first step of a dispatch, steps in it, their metrics), not yet on the host.
+    pending: list[tuple[int, int, dict[str, Any]]] = []
     last: dict[str, float] = {}
     start_step, t0 = step, time.perf_counter()
     first_step_s = float("nan")
     t_log, step_log = t0, step
+
+    def steps_to_next_stop(step: int) -> int:
+        """Steps the next dispatch runs: up to steps_per_call, never past a log
+        point, an epoch end, a checkpoint or the end, where the host acts."""
+        ends = [stop, (step // config.log_every + 1) * config.log_every,
+                (step // steps_per_epoch + 1) * steps_per_epoch]
+        if checkpoint_every:
+            ends.append((step // checkpoint_every + 1) * checkpoint_every)
+        return min([step + config.steps_per_call] + ends) - step
 
     def flush(log) -> None:
         """Pulls the pending metrics to the host: the loop's only sync."""
         nonlocal last, t_log, step_log
         if not pending:
             return
-        host = parallel.to_host([m for _, m in pending])
-        for (s, _), m in zip(pending, host):
-            last = {k: float(v) for k, v in m.items()}
-            if not all(math.isfinite(v) for v in last.values()):
-                raise TrainError(f"non-finite loss at step {s}; training stopped, "
-                                 "the last checkpoint is kept")
-            record = {"step": s, "epoch": (s - 1) // steps_per_epoch + 1, **last,
-                      "lr": float(schedule(s - 1))}
-            if log:
-                log.write(json.dumps(record) + "\n")
+        host = parallel.to_host([m for _, _, m in pending])
+        for (first, count, _), m in zip(pending, host):
+            for i in range(count):
+                s = first + i
+                last = {k: float(np.reshape(v, -1)[i]) for k, v in m.items()}
+                if not all(math.isfinite(v) for v in last.values()):
+                    raise TrainError(f"non-finite loss at step {s}; training stopped, "
+                                     "the last checkpoint is kept")
+                record = {"step": s, "epoch": (s - 1) // steps_per_epoch + 1, **last,
+                          "lr": float(schedule(s - 1))}
+                if log:
+                    log.write(json.dumps(record) + "\n")
         if log:
             log.flush()
         pending.clear()
@@ -307,13 +321,20 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         with (open(metrics_path, "a") if primary else contextlib.nullcontext()) as log:
             try:
                 while step < stop:
-                    g_state, d_state, metrics = train_step_on_data(
-                        g_state, d_state, images_dev, labels_dev, train_key,
-                        batch_size=config.batch_size, mesh=mesh)
-                    step += 1
-                    pending.append((step, metrics))
-                    if step == start_step + 1:
-                        # Start-up cost (data, compile, first step), for users and
+                    count = steps_to_next_stop(step)
+                    if config.steps_per_call == 1:
+                        g_state, d_state, metrics = train_step_on_data(
+                            g_state, d_state, images_dev, labels_dev, train_key,
+                            batch_size=config.batch_size, mesh=mesh)
+                    else:
+                        g_state, d_state, metrics = train_steps_on_data(
+                            g_state, d_state, images_dev, labels_dev, train_key,
+                            np.int32(count), batch_size=config.batch_size,
+                            max_steps=config.steps_per_call, mesh=mesh)
+                    pending.append((step + 1, count, metrics))
+                    step += count
+                    if step == start_step + count:
+                        # Start-up cost (data, compile, first call), for users and
                         # the compile-cache figures; one extra sync per run.
                         jax.block_until_ready(metrics)
                         first_step_s = time.perf_counter() - t_start

@@ -164,6 +164,24 @@ def draw_batch(images: jax.Array, labels: jax.Array, key: jax.Array,
             "label": y.reshape(batch_size)}
 
 
+def _step_on_data(g_state: TrainState, d_state: TrainState, images: jax.Array,
+                  labels: jax.Array, key: jax.Array, batch_size: int,
+                  mesh: Mesh | None) -> tuple[TrainState, TrainState, Metrics]:
+    """`train_step_on_data`, unjitted (the body of both jitted forms)."""
+    if labels.ndim == 1:
+        images, labels = images[None], labels[None]
+    data_key, step_key = jax.random.split(key)
+    batch = draw_batch(images, labels, data_key, d_state.step, batch_size)
+    if mesh is not None:
+        batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharding(mesh))
+    g_state, d_state, metrics = train_step(g_state, d_state, batch,
+                                           jax.random.fold_in(step_key, d_state.step))
+    if mesh is not None:
+        g_state, d_state, metrics = jax.lax.with_sharding_constraint(
+            (g_state, d_state, metrics), parallel.replicated(mesh))
+    return g_state, d_state, metrics
+
+
 @functools.partial(jax.jit, static_argnames=("batch_size", "mesh"),
                    donate_argnames=("g_state", "d_state"))
 def train_step_on_data(g_state: TrainState, d_state: TrainState,
@@ -190,15 +208,42 @@ def train_step_on_data(g_state: TrainState, d_state: TrainState,
     Returns:
       New states and this step's scalar metrics.
     """
-    if labels.ndim == 1:
-        images, labels = images[None], labels[None]
-    data_key, step_key = jax.random.split(key)
-    batch = draw_batch(images, labels, data_key, d_state.step, batch_size)
-    if mesh is not None:
-        batch = jax.lax.with_sharding_constraint(batch, parallel.batch_sharding(mesh))
-    g_state, d_state, metrics = train_step(g_state, d_state, batch,
-                                           jax.random.fold_in(step_key, d_state.step))
-    if mesh is not None:
-        g_state, d_state, metrics = jax.lax.with_sharding_constraint(
-            (g_state, d_state, metrics), parallel.replicated(mesh))
-    return g_state, d_state, metrics
+    return _step_on_data(g_state, d_state, images, labels, key, batch_size, mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "max_steps", "mesh"),
+                   donate_argnames=("g_state", "d_state"))
+def train_steps_on_data(g_state: TrainState, d_state: TrainState,
+                        images: jax.Array, labels: jax.Array, key: jax.Array,
+                        num_steps: jax.Array, *, batch_size: int, max_steps: int,
+                        mesh: Mesh | None = None
+                        ) -> tuple[TrainState, TrainState, Metrics]:
+    """`num_steps` consecutive `train_step_on_data` steps in one dispatch.
+
+    The same steps as `num_steps` calls of `train_step_on_data` (same batches,
+    same keys: both follow `d_state.step`), in a `lax.fori_loop`. `num_steps` is
+    traced, so one compiled program serves every count up to `max_steps`.
+
+    Args:
+      g_state, d_state, images, labels, key, batch_size, mesh: as
+        `train_step_on_data`.
+      num_steps: int scalar, 1 to `max_steps`.
+      max_steps: length of the returned metric arrays.
+
+    Returns:
+      New states and each metric as `[max_steps]`: row i holds step i of this
+      call, rows from `num_steps` on are zero.
+    """
+    def one(g, d):
+        return _step_on_data(g, d, images, labels, key, batch_size, mesh)
+
+    shapes = jax.eval_shape(one, g_state, d_state)[2]
+    history = jax.tree.map(lambda m: jnp.zeros((max_steps,) + m.shape, m.dtype), shapes)
+
+    def body(i, carry):
+        g, d, history = carry
+        g, d, metrics = one(g, d)
+        history = jax.tree.map(lambda h, m: h.at[i].set(m), history, metrics)
+        return g, d, history
+
+    return jax.lax.fori_loop(0, num_steps, body, (g_state, d_state, history))

@@ -29,17 +29,28 @@ def test_round_trip_restores_states_and_key(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_checkpoint_of_another_model_is_refused(tmp_path):
+@pytest.mark.parametrize("change, message", [
+    ("shape", r"g\.params\.deconv1\.kernel is float32\[7, 7, 110, 300\], the model "
+              r"has float32\[7, 7, 110, 256\]"),
+    ("dtype", r"g\.params\.deconv1\.kernel is float16"),
+    ("missing", r"arrays differ \(g\.params\.deconv1\.bias\)"),
+])
+def test_checkpoint_of_another_model_is_refused(tmp_path, change, message):
     config = Config()
     checkpoint.save_config(str(tmp_path), config)
     g, d = create_train_states(config, jax.random.key(0))
-    # A generator with a wider first layer: same tree, other shapes.
     params = jax.tree.map(lambda x: x, g.params)
-    params["deconv1"]["kernel"] = np.zeros((7, 7, 110, 300), np.float32)
+    if change == "shape":  # a wider first layer
+        params["deconv1"]["kernel"] = np.zeros((7, 7, 110, 300), np.float32)
+    elif change == "dtype":
+        params["deconv1"]["kernel"] = np.zeros((7, 7, 110, 256), np.float16)
+    else:
+        del params["deconv1"]["bias"]
     mngr = checkpoint.manager(str(tmp_path))
     checkpoint.save(mngr, g.replace(params=params), d, jax.random.key(0))
     mngr.close()
-    with pytest.raises(checkpoint.CheckpointError, match="cannot be loaded|match"):
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"checkpoint 0 in .* does not fit this model: " + message):
         checkpoint.restore(str(tmp_path))
 
 

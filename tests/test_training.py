@@ -13,7 +13,8 @@ from gan.config import Config
 from gan.data import to_float
 from gan.models import NOISE_DIM
 from gan.training import (batch_indices, bce_with_logits, create_train_states,
-                          learning_rate_schedule, train_step, train_step_on_data)
+                          learning_rate_schedule, train_step, train_step_on_data,
+                          train_steps_on_data)
 from tests.synthetic import block_digits, classify_blocks
 
 B = 8
@@ -121,6 +122,55 @@ def test_step_updates_equal_separate_d_then_g_updates():
         moved = [not np.array_equal(a, b) for a, b in
                  zip(jax.tree.leaves(old.params), jax.tree.leaves(new.params))]
         assert all(moved)
+
+
+def test_steps_in_one_call_equal_single_steps():
+    """`train_steps_on_data` runs the steps that single calls run: same batches,
+    keys, gradients and statistics. Three steps as calls of 2 and 1 (one program,
+    `max_steps=2`) against three single steps, from the same states.
+
+    The loop body is compiled on its own, so sums round differently, and two
+    effects magnify rounding: Adam's sign-like early steps turn rounding-level
+    gradient differences into full-size weight differences (see
+    assert_same_gradients), and at initialisation G's gradient is badly
+    conditioned (a 1e-6 relative change of G's weights moves the gradients of its
+    inner layers by ~40%; a plain op-by-op evaluation of the same step differs
+    from the jitted one as much). So: learning rate 1e-7 to keep the two runs
+    together; losses rtol 1e-4 (measured up to 4e-6: the rounding above,
+    compounded over the steps), BatchNorm statistics rtol 1e-5; the gradients,
+    read from Adam's first moments, 1e-4 of their norm for D and 3e-2 for G's
+    last layer, the G gradient that is best conditioned (measured 3e-6 and 4e-3).
+    Another key changes these three by 0.65, 0.9 and 0.1.
+    """
+    images, labels = (jnp.asarray(a) for a in block_digits(60, seed=2))
+    key = jax.random.key(4)
+    g, d = create_train_states(Config(batch_size=10, learning_rate=1e-7),
+                               jax.random.key(0))
+    g1, d1 = jax.tree.map(jnp.copy, (g, d))
+    single = []
+    for _ in range(3):
+        g1, d1, m = train_step_on_data(g1, d1, images, labels, key, batch_size=10)
+        single.append(m)
+    g3, d3, first = train_steps_on_data(g, d, images, labels, key, np.int32(2),
+                                        batch_size=10, max_steps=2)
+    g3, d3, second = train_steps_on_data(g3, d3, images, labels, key, np.int32(1),
+                                         batch_size=10, max_steps=2)
+    for name in single[0]:
+        np.testing.assert_allclose(np.concatenate([first[name], second[name][:1]]),
+                                   [float(m[name]) for m in single], rtol=1e-4)
+        assert float(second[name][1]) == 0.0          # the row no step filled
+    assert int(g3.step) == int(d3.step) == 3
+    for a, b in ((g1, g3), (d1, d3)):
+        for x, y in zip(jax.tree.leaves(a.batch_stats), jax.tree.leaves(b.batch_stats)):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+    def relative_error(x, y):
+        x, y = (jnp.concatenate([v.ravel() for v in jax.tree.leaves(t)]) for t in (x, y))
+        return float(jnp.linalg.norm(x - y) / jnp.linalg.norm(x))
+
+    assert relative_error(d1.opt_state[0].mu, d3.opt_state[0].mu) < 1e-4
+    assert relative_error(g1.opt_state[0].mu["deconv3"],
+                          g3.opt_state[0].mu["deconv3"]) < 3e-2
 
 
 def test_generator_labels_cover_all_ten_digits():
