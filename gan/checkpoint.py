@@ -150,7 +150,7 @@ def _check_fits(abstract: Any, metadata: Any, what: str) -> None:
         return
 
     def table(tree):
-        # Python scalars (the step) have neither shape nor dtype here.
+        # The step of a fresh state is a Python int: no shape, no dtype to compare.
         return {jax.tree_util.keystr(path, simple=True, separator="."):
                 (tuple(getattr(leaf, "shape", ())), getattr(leaf, "dtype", None))
                 for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
@@ -163,7 +163,9 @@ def _check_fits(abstract: Any, metadata: Any, what: str) -> None:
                               f"({', '.join(names[:3])}{more})")
     for name, (shape, dtype) in want.items():
         got_shape, got_dtype = got[name]
-        if got_shape != shape or None not in (dtype, got_dtype) and got_dtype != dtype:
+        dtypes_differ = (dtype is not None and got_dtype is not None
+                         and got_dtype != dtype)
+        if got_shape != shape or dtypes_differ:
             raise CheckpointError(
                 f"{what} does not fit this model: {name} is {got_dtype}"
                 f"{list(got_shape)}, the model has {dtype}{list(shape)}")

@@ -39,7 +39,7 @@ class FitResult:
     step: int            # global step reached
     steps_run: int       # steps this call ran
     train_seconds: float  # wall time of those steps, compile included
-    first_step_s: float   # from the call to the end of its first dispatch
+    first_step_s: float   # from the call to the end of its first step
     peak_rss_mb: float
     last_metrics: dict[str, float]
 
@@ -287,7 +287,9 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                 (step // steps_per_epoch + 1) * steps_per_epoch]
         if checkpoint_every:
             ends.append((step // checkpoint_every + 1) * checkpoint_every)
-        return min([step + config.steps_per_call] + ends) - step
+        # The first call runs one step, so first_step_s times one step.
+        k = 1 if step == start_step else config.steps_per_call
+        return min([step + k] + ends) - step
 
     def flush(log) -> None:
         """Pulls the pending metrics to the host: the loop's only sync."""
@@ -333,8 +335,8 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                             max_steps=config.steps_per_call, mesh=mesh)
                     pending.append((step + 1, count, metrics))
                     step += count
-                    if step == start_step + count:
-                        # Start-up cost (data, compile, first call), for users and
+                    if step == start_step + 1:
+                        # Start-up cost (data, compile, first step), for users and
                         # the compile-cache figures; one extra sync per run.
                         jax.block_until_ready(metrics)
                         first_step_s = time.perf_counter() - t_start

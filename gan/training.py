@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import optax
 from flax.training import train_state
 from jax.sharding import Mesh
@@ -34,6 +35,13 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
     return optax.adam(learning_rate_schedule(config), b1=config.beta1)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init(module: nn.Module, key: jax.Array, *inputs: jax.Array) -> Any:
+    """`module.init` in eval mode, jitted once per module (op by op it takes
+    seconds on CPU)."""
+    return module.init(key, *inputs, train=False)
+
+
 def create_train_states(config: Config, key: jax.Array
                         ) -> tuple[TrainState, TrainState]:
     """Fresh (G, D) states, initialised as the seed (truncated normal 0.02, zero bias)."""
@@ -44,8 +52,7 @@ def create_train_states(config: Config, key: jax.Array
     states = []
     for module, k, inputs in ((Generator(), g_key, (z, labels)),
                               (Discriminator(), d_key, (images, labels))):
-        # Jitted: op-by-op initialisation takes seconds on CPU.
-        variables = jax.jit(functools.partial(module.init, train=False))(k, *inputs)
+        variables = _init(module, k, *inputs)
         states.append(TrainState.create(
             apply_fn=module.apply, params=variables["params"],
             batch_stats=variables["batch_stats"], tx=make_optimizer(config)))
@@ -227,7 +234,7 @@ def train_steps_on_data(g_state: TrainState, d_state: TrainState,
     Args:
       g_state, d_state, images, labels, key, batch_size, mesh: as
         `train_step_on_data`.
-      num_steps: int scalar, 1 to `max_steps`.
+      num_steps: int scalar, 1 to `max_steps` (more run only `max_steps`).
       max_steps: length of the returned metric arrays.
 
     Returns:
@@ -246,4 +253,6 @@ def train_steps_on_data(g_state: TrainState, d_state: TrainState,
         history = jax.tree.map(lambda h, m: h.at[i].set(m), history, metrics)
         return g, d, history
 
-    return jax.lax.fori_loop(0, num_steps, body, (g_state, d_state, history))
+    # Never more steps than rows: no step runs without its metrics.
+    return jax.lax.fori_loop(0, jnp.minimum(num_steps, max_steps), body,
+                             (g_state, d_state, history))

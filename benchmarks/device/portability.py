@@ -14,6 +14,7 @@ JSON line; exit 1 if anything fails.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -64,7 +65,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             copy = os.path.join(tmp, "run")
             shutil.copytree(args.workdir, copy)
-            config = checkpoint.load_config(copy)
+            # One step per dispatch: XLA:CPU runs the many-step loop slowly.
+            config = dataclasses.replace(checkpoint.load_config(copy), steps_per_call=1)
             fit = loop.fit(config, copy, args.data_dir, max_steps=step + 1,
                            progress=False)
             result["resumed_to_step"] = fit.step
