@@ -30,6 +30,10 @@ def parse_args(argv: list[str] | None):
                    help="stop after this many steps in total (smoke runs)")
     p.add_argument("--log-every", type=int, default=defaults.log_every,
                    help="steps between pulls of the losses to the host")
+    p.add_argument("--compute-dtype", default=defaults.compute_dtype,
+                   choices=("float32", "bfloat16"),
+                   help="precision of the convolutions (bfloat16 for GPUs: "
+                   "parameters, BatchNorm and losses stay float32)")
     p.add_argument("--steps-per-call", type=int, default=defaults.steps_per_call,
                    help="train steps per dispatch to the device, in one compiled "
                    "loop (for GPUs; XLA:CPU runs such loops far slower)")
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(epochs=args.epochs, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, seed=args.seed,
                     log_every=args.log_every, steps_per_call=args.steps_per_call,
+                    compute_dtype=args.compute_dtype,
                     data_shards=(jax.process_count() if args.data_shards is None
                                  else args.data_shards))
     try:

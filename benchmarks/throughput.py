@@ -166,6 +166,8 @@ def main() -> None:
                    help="folder holding peer_tf.py and peer_torch.py")
     p.add_argument("--steps-per-call", type=int, default=1,
                    help="train steps per dispatch, as train.py --steps-per-call")
+    p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="precision of the convolutions, as train.py --compute-dtype")
     p.add_argument("--json", default=None, help="also write the JSON result here")
     p.add_argument("--devices", type=int, default=None,
                    help="split each batch over this many local devices, as train.py "
@@ -176,12 +178,14 @@ def main() -> None:
     mesh = parallel.make_mesh(args.devices) if args.devices else None
     n_dev = mesh.size if mesh is not None else 1
 
-    config = Config(batch_size=args.batch_size, steps_per_call=args.steps_per_call)
+    config = Config(batch_size=args.batch_size, steps_per_call=args.steps_per_call,
+                    compute_dtype=args.compute_dtype)
     b = config.batch_size
     flops = iteration_flops(b)
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), "
           f"jax {jax.__version__}, batch {b}, {n_dev} device(s), "
-          f"{config.steps_per_call} step(s) per call, {os.cpu_count()} CPUs",
+          f"{config.steps_per_call} step(s) per call, {config.compute_dtype} "
+          f"convolutions, {os.cpu_count()} CPUs",
           flush=True)
     ours, tf_ms, torch_ms, compile_s = [], [], [], None
     for r in range(args.repeats):
@@ -200,7 +204,8 @@ def main() -> None:
     ms = statistics.median(ours)
     result = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
               "batch_size": b, "devices": n_dev,
-              "steps_per_call": config.steps_per_call, "compile_s": round(compile_s, 2),
+              "steps_per_call": config.steps_per_call,
+              "compute_dtype": config.compute_dtype, "compile_s": round(compile_s, 2),
               "ms_per_iter": round(ms, 1), "img_per_s": round(b / ms * 1e3, 1),
               "img_per_s_per_device": round(b / ms * 1e3 / n_dev, 1),
               "gflop_per_iter": round(flops / 1e9, 2),

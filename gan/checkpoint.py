@@ -30,7 +30,7 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           "weights", GENERATOR_FILE)
 # Fields that define what a checkpoint means; `epochs` may grow on resume.
 RECIPE_FIELDS = ("batch_size", "learning_rate", "decay_steps", "decay_rate",
-                 "beta1", "seed", "data_shards")
+                 "beta1", "seed", "data_shards", "compute_dtype")
 
 
 class CheckpointError(Exception):

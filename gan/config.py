@@ -18,6 +18,8 @@ class Config:
       beta1: Adam's first-moment decay (0.5, as DCGAN).
       seed: seeds initialisation, noise, label draws and data order.
       log_every: losses come to the host this often (steps).
+      compute_dtype: precision of the convolutions, "float32" (the seed's) or
+        "bfloat16" (parameters, BatchNorm and losses stay float32).
       steps_per_call: train steps run per dispatch to the device, in one
         compiled loop (`gan.training.train_steps_on_data`); 1 dispatches each
         step on its own, which XLA:CPU runs much faster (see README "Speed").
@@ -33,5 +35,6 @@ class Config:
     beta1: float = 0.5
     seed: int = 0
     log_every: int = 50
+    compute_dtype: str = "float32"
     steps_per_call: int = 1
     data_shards: int = 1

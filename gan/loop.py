@@ -27,6 +27,7 @@ GRID_DIR = "grids"
 GRID_FILE = "grid.png"
 GIF_FILE = "progress.gif"
 GRID_SCALE = 2
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class TrainError(Exception):
@@ -68,6 +69,9 @@ def check_config(config: Config) -> None:
         raise TrainError(f"--log-every must be positive, got {config.log_every}")
     if config.data_shards <= 0:
         raise TrainError(f"--data-shards must be positive, got {config.data_shards}")
+    if config.compute_dtype not in COMPUTE_DTYPES:
+        raise TrainError(f"--compute-dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
+                         f"got {config.compute_dtype!r}")
     if config.steps_per_call <= 0:
         raise TrainError(f"--steps-per-call must be positive, got {config.steps_per_call}")
 

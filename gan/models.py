@@ -63,11 +63,17 @@ class BatchNorm(nn.Module):
 
 class Conv(nn.Module):
     """A conv layer with the `kernel` `[k, k, in, out]` and `bias` of `nn.Conv` or
-    `nn.ConvTranspose`, computed by `op(x, kernel, *args)`, one of `gan.layers`."""
+    `nn.ConvTranspose`, computed by `op(x, kernel, *args)`, one of `gan.layers`.
+
+    `dtype` is the compute precision of `op` only: the parameters stay float32
+    and the result returns to float32 before the bias, so BatchNorm, the
+    activations and the losses stay float32 (mixed precision).
+    """
     features: int
     kernel_size: int
     op: Callable[..., jax.Array]
     in_features: int | None = None  # default: x.shape[-1]
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, *args) -> jax.Array:
@@ -75,11 +81,16 @@ class Conv(nn.Module):
         kernel = self.param("kernel", kernel_init,
                             (k, k, self.in_features or x.shape[-1], self.features))
         bias = self.param("bias", bias_init, (self.features,))
-        return self.op(x, kernel, *args) + bias
+        y = self.op(x.astype(self.dtype), kernel.astype(self.dtype), *args)
+        return y.astype(jnp.float32) + bias
 
 
 class Generator(nn.Module):
-    """G(z, y): noise and digit label to a `[B, 28, 28, 1]` image in [-1, 1]."""
+    """G(z, y): noise and digit label to a `[B, 28, 28, 1]` image in [-1, 1].
+
+    `dtype`: compute precision of the convolutions ("float32" or "bfloat16").
+    """
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array, train: bool = True
@@ -87,13 +98,14 @@ class Generator(nn.Module):
         x = jnp.concatenate([z, jax.nn.one_hot(labels, NUM_CLASSES, dtype=z.dtype)],
                             axis=-1)                                  # [B, 110]
         # nn.ConvTranspose(256, (7, 7), padding='VALID') of the [B, 1, 1, 110] input.
-        x = Conv(256, 7, layers.conv_transpose_from_1x1, name="deconv1")(x)  # [B, 7, 7, 256]
+        conv = functools.partial(Conv, dtype=self.dtype)
+        x = conv(256, 7, layers.conv_transpose_from_1x1, name="deconv1")(x)  # [B, 7, 7, 256]
         x = layers.leaky_relu(BatchNorm(name="bn1")(x, train), LEAK)
         # nn.ConvTranspose(128, (5, 5), strides=(2, 2), padding='SAME').
-        x = Conv(128, 5, layers.in_batch_chunks(layers.conv_transpose_phases,
+        x = conv(128, 5, layers.in_batch_chunks(layers.conv_transpose_phases,
                                                 CONV_CHUNK), name="deconv2")(x)  # [B, 14, 14, 128]
         x = layers.leaky_relu(BatchNorm(name="bn2")(x, train), LEAK)
-        x = Conv(1, 5, layers.conv_transpose_subpixel, name="deconv3")(x)   # [B, 28, 28, 1]
+        x = conv(1, 5, layers.conv_transpose_subpixel, name="deconv3")(x)   # [B, 28, 28, 1]
         return jnp.tanh(x)
 
 
@@ -101,21 +113,23 @@ class Discriminator(nn.Module):
     """D(x, y): image and digit label to a real/fake logit `[B]`.
 
     `groups=2` with `concat([real, fake])` runs BatchNorm per half, the same as two
-    calls (real first), with bigger matrix products.
+    calls (real first), with bigger matrix products. `dtype` as `Generator`.
     """
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, images: jax.Array, labels: jax.Array, train: bool = True,
                  groups: int = 1) -> jax.Array:
         # nn.Conv(128, (5, 5), strides=2, padding='SAME') on concat(image, one-hot maps).
-        x = Conv(128, 5, layers.conv_with_onehot_channels,
+        conv = functools.partial(Conv, dtype=self.dtype)
+        x = conv(128, 5, layers.conv_with_onehot_channels,
                  in_features=images.shape[-1] + NUM_CLASSES, name="conv1")(images, labels)
         x = layers.leaky_relu(x, LEAK)                                 # [B, 14, 14, 128]
         # nn.Conv(256, (5, 5), strides=(2, 2), padding='SAME').
         conv2 = functools.partial(layers.conv_same, stride=2)
-        x = Conv(256, 5, layers.in_batch_chunks(conv2, CONV_CHUNK),
+        x = conv(256, 5, layers.in_batch_chunks(conv2, CONV_CHUNK),
                  name="conv2")(x)                                  # [B, 7, 7, 256]
         x = layers.leaky_relu(BatchNorm(name="bn2")(x, train, groups), LEAK)
         # nn.Conv(1, (7, 7), padding='VALID'): the kernel covers the whole 7x7 map.
-        x = Conv(1, 7, layers.conv_valid_full, name="conv3")(x)        # [B, 1]
+        x = conv(1, 7, layers.conv_valid_full, name="conv3")(x)        # [B, 1]
         return x[:, 0]

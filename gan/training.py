@@ -50,8 +50,9 @@ def create_train_states(config: Config, key: jax.Array
     labels = jnp.zeros((1,), jnp.int32)
     images = jnp.zeros((1, 28, 28, 1), jnp.float32)
     states = []
-    for module, k, inputs in ((Generator(), g_key, (z, labels)),
-                              (Discriminator(), d_key, (images, labels))):
+    dtype = config.compute_dtype
+    for module, k, inputs in ((Generator(dtype), g_key, (z, labels)),
+                              (Discriminator(dtype), d_key, (images, labels))):
         variables = _init(module, k, *inputs)
         states.append(TrainState.create(
             apply_fn=module.apply, params=variables["params"],

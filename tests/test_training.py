@@ -173,6 +173,23 @@ def test_steps_in_one_call_equal_single_steps():
                           g3.opt_state[0].mu["deconv3"]) < 3e-2
 
 
+def test_bfloat16_step_keeps_float32_state_and_close_losses():
+    """`compute_dtype="bfloat16"` is mixed precision: after a step every
+    parameter, optimizer moment and BatchNorm statistic is still float32, and
+    the losses are the float32 step's within bf16 rounding (rtol 2e-2; the
+    models' outputs agree to ~1e-2, tests/test_models.py)."""
+    batch, key = _batch(), jax.random.key(3)
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        g, d = create_train_states(Config(compute_dtype=dtype), jax.random.key(0))
+        g, d, metrics = jax.jit(train_step)(g, d, batch, key)
+        assert {x.dtype for x in jax.tree.leaves((g, d)) if hasattr(x, "dtype")
+                and jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype("float32")}
+        losses[dtype] = np.array([float(metrics[k]) for k in sorted(metrics)])
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
+    assert not np.array_equal(losses["bfloat16"], losses["float32"])
+
+
 def test_generator_labels_cover_all_ten_digits():
     """The seed's randint(0, 9) never drew a 9; ours draws 0..9 uniformly."""
     keys = jax.random.split(jax.random.key(0), 200)
