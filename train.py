@@ -6,7 +6,7 @@ import signal
 import sys
 
 from gan import cli
-from gan.config import Config
+from gan.config import COMPUTE_DTYPES, Config
 
 
 def parse_args(argv: list[str] | None):
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--log-every", type=int, default=defaults.log_every,
                    help="steps between pulls of the losses to the host")
     p.add_argument("--compute-dtype", default=defaults.compute_dtype,
-                   choices=("float32", "bfloat16"),
+                   choices=COMPUTE_DTYPES,
                    help="precision of the convolutions (bfloat16 for GPUs: "
                    "parameters, BatchNorm and losses stay float32)")
     p.add_argument("--steps-per-call", type=int, default=defaults.steps_per_call,

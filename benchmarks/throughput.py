@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gan import parallel, sampling  # noqa: E402
-from gan.config import Config  # noqa: E402
+from gan.config import COMPUTE_DTYPES, Config  # noqa: E402
 from gan.loop import peak_rss_mb  # noqa: E402
 from gan.models import NOISE_DIM, NUM_CLASSES  # noqa: E402
 from gan.training import (create_train_states, train_step_on_data,  # noqa: E402
@@ -166,7 +166,7 @@ def main() -> None:
                    help="folder holding peer_tf.py and peer_torch.py")
     p.add_argument("--steps-per-call", type=int, default=1,
                    help="train steps per dispatch, as train.py --steps-per-call")
-    p.add_argument("--compute-dtype", default="float32", choices=("float32", "bfloat16"),
+    p.add_argument("--compute-dtype", default="float32", choices=COMPUTE_DTYPES,
                    help="precision of the convolutions, as train.py --compute-dtype")
     p.add_argument("--json", default=None, help="also write the JSON result here")
     p.add_argument("--devices", type=int, default=None,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+# Precisions of `Config.compute_dtype`.
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -18,8 +21,9 @@ class Config:
       beta1: Adam's first-moment decay (0.5, as DCGAN).
       seed: seeds initialisation, noise, label draws and data order.
       log_every: losses come to the host this often (steps).
-      compute_dtype: precision of the convolutions, "float32" (the seed's) or
-        "bfloat16" (parameters, BatchNorm and losses stay float32).
+      compute_dtype: precision of the convolutions and matmuls, "float32" (the
+        seed's) or "bfloat16" (parameters, BatchNorm, losses and sampling stay
+        float32); a recipe field: a run resumes with the same value.
       steps_per_call: train steps run per dispatch to the device, in one
         compiled loop (`gan.training.train_steps_on_data`); 1 dispatches each
         step on its own, which XLA:CPU runs much faster (see README "Speed").

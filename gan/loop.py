@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gan import checkpoint, data, images, parallel, sampling
-from gan.config import Config
+from gan.config import COMPUTE_DTYPES, Config
 from gan.training import (create_train_states, learning_rate_schedule,
                           train_step_on_data, train_steps_on_data)
 
@@ -27,7 +27,6 @@ GRID_DIR = "grids"
 GRID_FILE = "grid.png"
 GIF_FILE = "progress.gif"
 GRID_SCALE = 2
-COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class TrainError(Exception):

@@ -37,8 +37,8 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _init(module: nn.Module, key: jax.Array, *inputs: jax.Array) -> Any:
-    """`module.init` in eval mode, jitted once per module (op by op it takes
-    seconds on CPU)."""
+    """`module.init` in eval mode, compiled once per distinct module (per compute
+    dtype); op by op it takes seconds on CPU."""
     return module.init(key, *inputs, train=False)
 
 

@@ -182,6 +182,7 @@ def test_bfloat16_step_keeps_float32_state_and_close_losses():
     losses = {}
     for dtype in ("float32", "bfloat16"):
         g, d = create_train_states(Config(compute_dtype=dtype), jax.random.key(0))
+        assert g.apply_fn.__self__.dtype == d.apply_fn.__self__.dtype == dtype
         g, d, metrics = jax.jit(train_step)(g, d, batch, key)
         assert {x.dtype for x in jax.tree.leaves((g, d)) if hasattr(x, "dtype")
                 and jnp.issubdtype(x.dtype, jnp.floating)} == {jnp.dtype("float32")}

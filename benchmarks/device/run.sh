@@ -9,9 +9,11 @@
 # the benchmark against the PyTorch peer (CUDA); the same with 50 steps per
 # dispatch (--steps-per-call); checkpoint portability (the CPU run from .device/
 # restored, sampled and resumed here); the full default schedule (30 epochs,
-# with --steps-per-call 50 when that benchmark was faster); its checkpoint packed for the reverse check on the CPU
-# (portability.py --data-dir there); evaluate.py on it; bf16 convolutions
-# (--compute-dtype bfloat16); the cost of deterministic GPU ops; determinism (two runs with deterministic ops, compared byte for byte).
+# with --steps-per-call 50 when that benchmark was faster); its checkpoint
+# packed for the reverse check on the CPU (portability.py --data-dir there);
+# evaluate.py on it; the cost of deterministic GPU ops; determinism (two runs
+# with deterministic ops, compared byte for byte); bf16 convolutions
+# (--compute-dtype bfloat16) against float32.
 # QUICK=1 shrinks every stage (a dry run on the CPU). Output in $OUT, at most 6
 # files: log.txt (everything, written as it runs), eval.json, gpu_run.tar.part-*.
 set -u
@@ -76,8 +78,6 @@ fi
 stage evaluate 90 python evaluate.py --checkpoint "$WORK/run" --data-dir "$D/mnist-idx" \
     --classifier "$D/mnist_classifier.msgpack" --json "$WORK/eval.json" ${EV[@]+"${EV[@]}"}
 cp "$WORK/eval.json" "$OUT/eval.json" 2>/dev/null
-stage bench_bf16 60 python benchmarks/throughput.py --compute-dtype bfloat16 \
-    --repeats 3 --iters "$ITERS"
 stage bench_deterministic 90 env XLA_FLAGS=--xla_gpu_deterministic_ops=true \
     python benchmarks/throughput.py --repeats 3 --iters "$ITERS"
 for i in 1 2; do
@@ -94,5 +94,10 @@ if [ -f "$WORK/det1/generator.msgpack" ] && [ -f "$WORK/det2/generator.msgpack" 
 else
     echo "=== determinism: a run did not finish, nothing to compare" | tee -a "$LOG"
 fi
+stage bench_bf16 60 python benchmarks/throughput.py --compute-dtype bfloat16 \
+    --iters "$ITERS" --json "$WORK/bench_bf16.json" "${KB[@]}"
+python -c "import json; a, b = (json.load(open('$WORK/' + f))['img_per_s'] for f in
+    ('bench.json', 'bench_bf16.json')); print(f'=== img/s float32 {a}, bfloat16 {b}')" \
+    2>/dev/null | tee -a "$LOG"
 echo "=== $(date +%T) done after ${SECONDS} s" | tee -a "$LOG"
 ls -la "$OUT"
