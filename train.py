@@ -65,6 +65,20 @@ def _stop(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as e:
+        step = getattr(e, "saved_step", None)
+        if step is None:  # before the first step, or a multi-process run
+            print("train.py: interrupted; no checkpoint written now (any earlier "
+                  "one is kept)", file=sys.stderr)
+        else:
+            print(f"train.py: interrupted; checkpoint saved at step {step}, run "
+                  "again to resume", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     # Ctrl-C and SIGTERM (also in background jobs, where shells ignore SIGINT)
     # stop training after saving a checkpoint.
@@ -92,10 +106,6 @@ def main(argv: list[str] | None = None) -> int:
                           devices=args.devices)
     except (loop.TrainError, data.DataError, checkpoint.CheckpointError) as e:
         cli.fail(str(e))
-    except KeyboardInterrupt:
-        print("train.py: interrupted; checkpoint saved, run again to resume",
-              file=sys.stderr)
-        return 130
     if jax.process_index() != 0:
         return 0
     rate = result.steps_run * config.batch_size / max(result.train_seconds, 1e-9)

@@ -8,7 +8,9 @@ import json
 import math
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -31,6 +33,15 @@ GRID_SCALE = 2
 
 class TrainError(Exception):
     """A run that cannot start or go on; the message is one line."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training; `saved_step` is the step of the
+    checkpoint saved on the way out, or None when none was (see `fit`)."""
+
+    def __init__(self, saved_step: int | None):
+        super().__init__(saved_step)
+        self.saved_step = saved_step
 
 
 @dataclasses.dataclass
@@ -91,6 +102,31 @@ def _prepare_workdir(workdir: str, config: Config) -> None:
             checkpoint.save_config(workdir, config)
     except OSError as e:
         raise TrainError(f"cannot write to workdir {workdir}: {e.strerror}") from None
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Holds SIGINT and SIGTERM until the block ends, then delivers them.
+
+    A train step donates the states it is given: a KeyboardInterrupt raised
+    after the dispatch but before its results are stored would leave only
+    deleted arrays to save. Only from the main thread, where handlers run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: h for s, h in previous.items() if h is not None}  # not ours to set
+    for s in previous:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in held:
+            signal.raise_signal(s)
 
 
 def _trim_metrics(path: str, step: int) -> None:
@@ -299,21 +335,24 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         nonlocal last, t_log, step_log
         if not pending:
             return
-        host = parallel.to_host([m for _, _, m in pending])
-        for (first, count, _), m in zip(pending, host):
-            for i in range(count):
-                s = first + i
-                last = {k: float(np.reshape(v, -1)[i]) for k, v in m.items()}
-                if not all(math.isfinite(v) for v in last.values()):
-                    raise TrainError(f"non-finite loss at step {s}; training stopped, "
-                                     "the last checkpoint is kept")
-                record = {"step": s, "epoch": (s - 1) // steps_per_epoch + 1, **last,
-                          "lr": float(schedule(s - 1))}
-                if log:
-                    log.write(json.dumps(record) + "\n")
-        if log:
-            log.flush()
-        pending.clear()
+        host = parallel.to_host([m for _, _, m in pending])  # waits for the steps
+        # Written and cleared together or not at all: the interrupt handler
+        # flushes again, and must not write the lines twice.
+        with _signals_held():
+            for (first, count, _), m in zip(pending, host):
+                for i in range(count):
+                    s = first + i
+                    last = {k: float(np.reshape(v, -1)[i]) for k, v in m.items()}
+                    if not all(math.isfinite(v) for v in last.values()):
+                        raise TrainError(f"non-finite loss at step {s}; training "
+                                         "stopped, the last checkpoint is kept")
+                    record = {"step": s, "epoch": (s - 1) // steps_per_epoch + 1,
+                              **last, "lr": float(schedule(s - 1))}
+                    if log:
+                        log.write(json.dumps(record) + "\n")
+            if log:
+                log.flush()
+            pending.clear()
         now = time.perf_counter()
         rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
         t_log, step_log = now, step
@@ -327,17 +366,20 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
             try:
                 while step < stop:
                     count = steps_to_next_stop(step)
-                    if config.steps_per_call == 1:
-                        g_state, d_state, metrics = train_step_on_data(
-                            g_state, d_state, images_dev, labels_dev, train_key,
-                            batch_size=config.batch_size, mesh=mesh)
-                    else:
-                        g_state, d_state, metrics = train_steps_on_data(
-                            g_state, d_state, images_dev, labels_dev, train_key,
-                            np.int32(count), batch_size=config.batch_size,
-                            max_steps=config.steps_per_call, mesh=mesh)
-                    pending.append((step + 1, count, metrics))
-                    step += count
+                    # The call donates the states: until its results are stored
+                    # and counted, an interrupt must wait (it saves them).
+                    with _signals_held():
+                        if config.steps_per_call == 1:
+                            g_state, d_state, metrics = train_step_on_data(
+                                g_state, d_state, images_dev, labels_dev, train_key,
+                                batch_size=config.batch_size, mesh=mesh)
+                        else:
+                            g_state, d_state, metrics = train_steps_on_data(
+                                g_state, d_state, images_dev, labels_dev, train_key,
+                                np.int32(count), batch_size=config.batch_size,
+                                max_steps=config.steps_per_call, mesh=mesh)
+                        pending.append((step + 1, count, metrics))
+                        step += count
                     if step == start_step + 1:
                         # Start-up cost (data, compile, first step), for users and
                         # the compile-cache figures; one extra sync per run.
@@ -369,9 +411,10 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                 # step, and a signal reaches them at different steps (or only one);
                 # the last periodic checkpoint is kept there (see --checkpoint-every).
                 flush(log)
-                if jax.process_count() == 1:
-                    save()
-                raise
+                if jax.process_count() > 1:
+                    raise Interrupted(None) from None
+                save()
+                raise Interrupted(step) from None
     except OSError as e:
         raise TrainError(f"cannot write to workdir {workdir}: {e}") from None
     finally:
