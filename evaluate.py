@@ -28,6 +28,9 @@ def parse_args(argv: list[str] | None):
                    "(default: the pretrained generator in weights/)")
     p.add_argument("--num-samples", type=int, default=10_000,
                    help="samples drawn, digits 0-9 in turn (1,000 per digit)")
+    p.add_argument("--raw", action="store_true",
+                   help="score G's own weights, not their average (EMA); "
+                   "needs a train.py workdir as --checkpoint")
     p.add_argument("--seed", type=cli.seed, default=0, help="noise seed of the samples")
     p.add_argument("--classifier", default=None,
                    help="classifier file, trained there when missing (default: "
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint_path = args.checkpoint or checkpoint.PRETRAINED
     classifier_path = args.classifier or classifier.DEFAULT_PATH
     try:
-        weights = checkpoint.load_sampler(checkpoint_path)
+        weights = checkpoint.load_sampler(checkpoint_path, raw=args.raw)
         train = data.load_mnist(args.data_dir, "train")
         test = data.load_mnist(args.data_dir, "test")
         if args.num_samples > len(train[1]):
@@ -68,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate.evaluate_generator(weights.variables, clf.params, reference,
                                          args.num_samples, args.seed)
     result = {"checkpoint": os.path.abspath(checkpoint_path), "step": weights.step,
-              "seed": args.seed, **result}
-    print(f"generator              {checkpoint_path} (step {weights.step})")
+              "averaged": weights.averaged, "seed": args.seed, **result}
+    which = "weight average (EMA)" if weights.averaged else "G's own weights"
+    print(f"generator              {checkpoint_path} (step {weights.step}, {which})")
     print(evaluate.format_table(result))
     if args.json:
         tmp = args.json + ".tmp"

@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None):
                    help="digits to write, one grid row each, e.g. 2026")
     p.add_argument("--per-digit", type=int, default=10,
                    help="samples per requested digit (grid columns)")
+    p.add_argument("--raw", action="store_true",
+                   help="sample G's own weights, not their average (EMA); "
+                   "needs a train.py workdir as --checkpoint")
     p.add_argument("--seed", type=cli.seed, default=0,
                    help="noise seed; column c uses the same noise in every row")
     p.add_argument("--out", default="samples.png", help="grid PNG to write")
@@ -59,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     from gan import checkpoint, images, sampling
 
     try:
-        weights = checkpoint.load_sampler(args.checkpoint or checkpoint.PRETRAINED)
+        weights = checkpoint.load_sampler(args.checkpoint or checkpoint.PRETRAINED,
+                                          raw=args.raw)
     except checkpoint.CheckpointError as e:
         cli.fail(str(e))
     digits = [int(c) for c in args.digits]
@@ -73,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, args.npz)
     except OSError as e:
         cli.fail(f"cannot write output: {e}")
+    which = " (EMA)" if weights.averaged else ""
     print(f"wrote {len(out)} digits ({args.digits} x {args.per_digit}) from step "
-          f"{weights.step} to {args.out}" + (f" and {args.npz}" if args.npz else ""))
+          f"{weights.step}{which} to {args.out}" + (f" and {args.npz}" if args.npz else ""))
     return 0
 
 

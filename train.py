@@ -6,7 +6,7 @@ import signal
 import sys
 
 from gan import cli
-from gan.config import COMPUTE_DTYPES, Config
+from gan.config import COMPUTE_DTYPES, EMA_BATCH_STATS, Config
 
 
 def parse_args(argv: list[str] | None):
@@ -37,6 +37,16 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--steps-per-call", type=int, default=defaults.steps_per_call,
                    help="train steps per dispatch to the device, in one compiled "
                    "loop (for GPUs; XLA:CPU runs such loops far slower)")
+    p.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
+                   help="decay of the generator's weight average, which grids, "
+                   "generator.msgpack, sample.py and evaluate.py use (0: off)")
+    p.add_argument("--ema-compare", type=cli.decays, default=defaults.ema_compare,
+                   help="more decays to average beside --ema-decay, e.g. "
+                   "0.99,0.9999, each scored by --eval-every (for choosing one)")
+    p.add_argument("--ema-batch-stats", default=defaults.ema_batch_stats,
+                   choices=EMA_BATCH_STATS,
+                   help="BatchNorm statistics of the average: measured for its "
+                   "weights, or an average of the running statistics")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     p.add_argument("--checkpoint-every", type=int, default=None,
                    help="also checkpoint every N steps (default: at epoch ends only)")
@@ -95,7 +105,9 @@ def _main(argv: list[str] | None) -> int:
     config = Config(epochs=args.epochs, batch_size=args.batch_size,
                     learning_rate=args.learning_rate, seed=args.seed,
                     log_every=args.log_every, steps_per_call=args.steps_per_call,
-                    compute_dtype=args.compute_dtype,
+                    compute_dtype=args.compute_dtype, ema_decay=args.ema_decay,
+                    ema_compare=args.ema_compare,
+                    ema_batch_stats=args.ema_batch_stats,
                     data_shards=(jax.process_count() if args.data_shards is None
                                  else args.data_shards))
     try:

@@ -168,6 +168,8 @@ def main() -> None:
                    help="train steps per dispatch, as train.py --steps-per-call")
     p.add_argument("--compute-dtype", default="float32", choices=COMPUTE_DTYPES,
                    help="precision of the convolutions, as train.py --compute-dtype")
+    p.add_argument("--ema-decay", type=float, default=Config().ema_decay,
+                   help="the generator's weight average, as train.py (0: off)")
     p.add_argument("--json", default=None, help="also write the JSON result here")
     p.add_argument("--devices", type=int, default=None,
                    help="split each batch over this many local devices, as train.py "
@@ -179,13 +181,13 @@ def main() -> None:
     n_dev = mesh.size if mesh is not None else 1
 
     config = Config(batch_size=args.batch_size, steps_per_call=args.steps_per_call,
-                    compute_dtype=args.compute_dtype)
+                    compute_dtype=args.compute_dtype, ema_decay=args.ema_decay)
     b = config.batch_size
     flops = iteration_flops(b)
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), "
           f"jax {jax.__version__}, batch {b}, {n_dev} device(s), "
           f"{config.steps_per_call} step(s) per call, {config.compute_dtype} "
-          f"convolutions, {os.cpu_count()} CPUs",
+          f"convolutions, EMA decay {config.ema_decay:g}, {os.cpu_count()} CPUs",
           flush=True)
     ours, tf_ms, torch_ms, compile_s = [], [], [], None
     for r in range(args.repeats):

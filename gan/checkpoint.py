@@ -17,7 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from gan.config import Config
+from gan import ema
+from gan.config import EMA_BATCH_STATS, Config
 from gan.models import NOISE_DIM, Generator
 from gan.training import TrainState, create_train_states
 
@@ -30,7 +31,11 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
                           "weights", GENERATOR_FILE)
 # Fields that define what a checkpoint means; `epochs` may grow on resume.
 RECIPE_FIELDS = ("batch_size", "learning_rate", "decay_steps", "decay_rate",
-                 "beta1", "seed", "data_shards", "compute_dtype")
+                 "beta1", "seed", "data_shards", "compute_dtype", "ema_decay",
+                 "ema_compare")
+# Saved configs (config.json, generator files) from before the weight average
+# had none: they read as ema_decay 0.
+LEGACY_FIELDS = {"ema_decay": 0.0}
 
 
 class CheckpointError(Exception):
@@ -71,7 +76,13 @@ def load_config(workdir: str) -> Config | None:
 def _config_from_dict(fields: dict[str, Any]) -> Config:
     """A Config from saved fields; fields this version does not know are dropped."""
     known = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in fields.items() if k in known})
+    fields = {**LEGACY_FIELDS, **{k: v for k, v in fields.items() if k in known}}
+    if "ema_compare" in fields:  # a JSON list
+        fields["ema_compare"] = tuple(fields["ema_compare"])
+    config = Config(**fields)
+    if config.ema_batch_stats not in EMA_BATCH_STATS:  # sampling would need it
+        raise ValueError(f"unknown ema_batch_stats {config.ema_batch_stats!r}")
+    return config
 
 
 def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
@@ -84,10 +95,15 @@ def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
 
 
 def _payload(g_state: TrainState, d_state: TrainState, key: jax.Array) -> dict:
-    # State dicts turn optax's namedtuples into plain nested dicts.
-    return {"g": serialization.to_state_dict(g_state),
-            "d": serialization.to_state_dict(d_state),
-            "key": jax.random.key_data(key)}
+    # State dicts turn optax's namedtuples (and the tuple of G's averages) into
+    # plain nested dicts.
+    g = serialization.to_state_dict(g_state)
+    averages = g.pop("ema")
+    payload = {"g": g, "d": serialization.to_state_dict(d_state),
+               "key": jax.random.key_data(key)}
+    if averages:  # absent without EMA, as in checkpoints from before it
+        payload["ema"] = averages
+    return payload
 
 
 def save(mngr: ocp.CheckpointManager, g_state: TrainState, d_state: TrainState,
@@ -128,7 +144,8 @@ def restore(workdir: str, step: int | None = None) -> Restored:
         # TensorStore handles open.
         _check_fits(abstract, mngr.item_metadata(step), f"checkpoint {step} in {workdir}")
         raw = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
-        g_state = serialization.from_state_dict(g_state, raw["g"])
+        g_state = serialization.from_state_dict(g_state, {**raw["g"],
+                                                          "ema": raw.get("ema", {})})
         d_state = serialization.from_state_dict(d_state, raw["d"])
     except CheckpointError:
         raise
@@ -182,13 +199,19 @@ class GeneratorWeights:
     variables: dict[str, Any]  # {"params": ..., "batch_stats": ...}
     step: int
     config: Config
+    averaged: bool = False  # the weight average (gan.ema), not G's own weights
 
 
 def save_generator(path: str, variables: dict[str, Any], step: int,
-                   config: Config) -> None:
-    """Writes G's variables, the step and the recipe to `path`, atomically."""
+                   config: Config, averaged: bool = False) -> None:
+    """Writes G's variables, the step and the recipe to `path`, atomically.
+
+    `averaged`: the variables are G's weight average (`gan.ema`); files from
+    before it hold G's own weights and no such mark.
+    """
     payload = {"variables": jax.device_get(variables), "step": step,
-               "config": json.dumps(dataclasses.asdict(config))}
+               "config": json.dumps(dataclasses.asdict(config)),
+               "weights": "ema" if averaged else "raw"}
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(serialization.msgpack_serialize(payload))
@@ -213,6 +236,7 @@ def load_generator(path: str) -> GeneratorWeights:
             raw = serialization.msgpack_restore(f.read())
         variables, step = raw["variables"], int(raw["step"])
         config = _config_from_dict(json.loads(raw["config"]))
+        averaged = raw.get("weights", "raw") == "ema"
     except OSError as e:
         raise CheckpointError(f"cannot read generator weights {path}: "
                               f"{e.strerror or e}") from None
@@ -227,17 +251,30 @@ def load_generator(path: str) -> GeneratorWeights:
     if want != got:
         raise CheckpointError(f"{path} does not hold this model's generator "
                               "(parameter names or shapes differ)")
-    return GeneratorWeights(variables, step, config)
+    return GeneratorWeights(variables, step, config, averaged)
 
 
-def load_sampler(path: str) -> GeneratorWeights:
-    """Generator weights from a weights file or from a train.py workdir."""
+def load_sampler(path: str, raw: bool = False) -> GeneratorWeights:
+    """Generator weights from a weights file or from a train.py workdir.
+
+    A workdir gives G's weight average when its run keeps one (`gan.ema`), or
+    with `raw` G's own weights. A file holds one or the other.
+
+    Raises:
+      CheckpointError: also when `raw` is asked of a file holding the average.
+    """
     path = os.path.expanduser(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     if os.path.isfile(path):
-        return load_generator(path)
+        weights = load_generator(path)
+        if raw and weights.averaged:
+            raise CheckpointError(
+                f"{path} holds only the averaged (EMA) generator; for G's own "
+                "weights pass the train.py workdir it came from")
+        return weights
     restored = restore(path)
-    variables = {"params": restored.g_state.params,
-                 "batch_stats": restored.g_state.batch_stats}
-    return GeneratorWeights(variables, restored.step, restored.config)
+    g_state = restored.g_state
+    variables = ema.sampling_variables(g_state, restored.config.ema_batch_stats, raw)
+    return GeneratorWeights(variables, restored.step, restored.config,
+                            averaged=bool(g_state.ema) and not raw)

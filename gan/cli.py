@@ -40,6 +40,15 @@ def seed(text: str) -> int:
     return value
 
 
+def decays(text: str) -> tuple[float, ...]:
+    """argparse type for a comma-separated list of decays, e.g. 0.99,0.9999."""
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected decays like 0.99,0.9999, got {text!r}") from None
+
+
 def enable_compile_cache() -> None:
     """Turns on JAX's persistent compilation cache (`$GAN_COMPILE_CACHE`, or
     ~/.cache/cdcgan-jax/xla; set it to an empty string to turn the cache off)."""

@@ -6,6 +6,8 @@ import dataclasses
 
 # Precisions of `Config.compute_dtype`.
 COMPUTE_DTYPES = ("float32", "bfloat16")
+# BatchNorm statistics of G's weight average, `Config.ema_batch_stats` (gan.ema).
+EMA_BATCH_STATS = ("recompute", "average")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +32,14 @@ class Config:
       data_shards: the training set is cut into this many shards, each shuffled
         on its own and giving batch_size / data_shards examples per step; a
         multi-process run needs one per process (see gan.parallel).
+      ema_decay: decay d of the generator's weight average (`gan.ema`), the
+        weights that grids, generator.msgpack, sample.py and evaluate.py use;
+        0 turns it off. A recipe field (the checkpoint holds the average).
+      ema_compare: more decays averaged beside `ema_decay`, only to be scored
+        by `--eval-every` (measuring which decay is best); a recipe field.
+      ema_batch_stats: BatchNorm statistics for sampling from an average,
+        "recompute" (measured for the averaged weights) or "average" (an EMA of
+        the running statistics); see `gan.ema`.
     """
     epochs: int = 30
     batch_size: int = 100
@@ -42,3 +52,12 @@ class Config:
     compute_dtype: str = "float32"
     steps_per_call: int = 1
     data_shards: int = 1
+    ema_decay: float = 0.999
+    ema_compare: tuple[float, ...] = ()
+    ema_batch_stats: str = "recompute"
+
+    @property
+    def ema_decays(self) -> tuple[float, ...]:
+        """Decays of the averages a run keeps: `ema_decay` first, then
+        `ema_compare`; none when `ema_decay` is 0."""
+        return (self.ema_decay, *self.ema_compare) if self.ema_decay else ()

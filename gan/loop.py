@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from gan import checkpoint, data, images, parallel, sampling
-from gan.config import COMPUTE_DTYPES, Config
+from gan import checkpoint, data, ema, images, parallel, sampling
+from gan.config import COMPUTE_DTYPES, EMA_BATCH_STATS, Config
 from gan.training import (create_train_states, learning_rate_schedule,
                           train_step_on_data, train_steps_on_data)
 
@@ -84,6 +84,21 @@ def check_config(config: Config) -> None:
                          f"got {config.compute_dtype!r}")
     if config.steps_per_call <= 0:
         raise TrainError(f"--steps-per-call must be positive, got {config.steps_per_call}")
+    if not 0 <= config.ema_decay < 1:
+        raise TrainError(f"--ema-decay must be in [0, 1) (0: no average), "
+                         f"got {config.ema_decay}")
+    if any(not 0 < d < 1 for d in config.ema_compare):
+        raise TrainError("--ema-compare decays must be in (0, 1), got "
+                         + ",".join(map(str, config.ema_compare)))
+    if config.ema_compare and not config.ema_decay:
+        raise TrainError("--ema-compare needs --ema-decay above 0")
+    if len(set(config.ema_decays)) < len(config.ema_decays):
+        raise TrainError("--ema-compare decays must differ from each other and "
+                         f"from --ema-decay {config.ema_decay}")
+    if config.ema_batch_stats not in EMA_BATCH_STATS:
+        raise TrainError(f"--ema-batch-stats must be one of "
+                         f"{', '.join(EMA_BATCH_STATS)}, "
+                         f"got {config.ema_batch_stats!r}")
 
 
 def _prepare_workdir(workdir: str, config: Config) -> None:
@@ -96,8 +111,10 @@ def _prepare_workdir(workdir: str, config: Config) -> None:
                        if getattr(saved, f) != getattr(config, f)]
             if changed:
                 names = ", ".join(f"{f}={getattr(saved, f)}" for f in changed)
-                raise TrainError(f"{workdir} holds a run with {names}; resume it with "
-                                 "those values or use a new --workdir")
+                hint = (" (no weight average: pass --ema-decay 0)"
+                        if "ema_decay" in changed and not saved.ema_decay else "")
+                raise TrainError(f"{workdir} holds a run with {names}{hint}; resume it "
+                                 "with those values or use a new --workdir")
         if parallel.is_primary():
             checkpoint.save_config(workdir, config)
     except OSError as e:
@@ -142,8 +159,9 @@ def _trim_metrics(path: str, step: int) -> None:
 
 # The curves of losses.png: panel title -> logged fields drawn in it.
 PANELS = (("cDCGAN losses", ("d_loss", "g_loss")),
-          ("conditional accuracy (train.py --eval-every)", ("cond_acc",)),
-          ("Frechet ratio to real digits (train.py --eval-every)", ("fd_ratio",)))
+          ("conditional accuracy (train.py --eval-every)", ("cond_acc", "cond_acc_ema")),
+          ("Frechet ratio to real digits (train.py --eval-every)",
+           ("fd_ratio", "fd_ratio_ema")))
 
 
 def _read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
@@ -186,12 +204,54 @@ class _QuickEval:
             clf.params, (train_images, train_labels), test, evaluate.QUICK_SAMPLES,
             with_precision_recall=False)
 
-    def __call__(self, g_variables) -> dict[str, float]:
+    def score(self, g_variables: dict[str, Any], suffix: str = "") -> dict[str, float]:
+        """`cond_acc<suffix>` and `fd_ratio<suffix>` of one generator."""
         result = self._evaluate.evaluate_generator(
             g_variables, self._params, self._reference, self._evaluate.QUICK_SAMPLES,
             with_precision_recall=False)
-        return {"cond_acc": result["conditional_accuracy"],
-                "fd_ratio": result["frechet_ratio"]}
+        return {"cond_acc" + suffix: result["conditional_accuracy"],
+                "fd_ratio" + suffix: result["frechet_ratio"]}
+
+    def __call__(self, g_state: Any, config: Config) -> dict[str, float]:
+        """Scores G's own weights (`cond_acc`, `fd_ratio`) and its average as
+        the run samples it (`..._ema`); with `ema_compare`, every average with
+        either BatchNorm mode too (`..._ema<decay>_<mode>`)."""
+        scores = self.score(sampling.g_variables(g_state))
+        if config.ema_compare:
+            for decay, average in zip(g_state.ema_decays, g_state.ema):
+                for mode in EMA_BATCH_STATS:
+                    scores.update(self.score(ema.for_sampling(average, mode),
+                                             f"_ema{decay!r}_{mode}"))
+            product = f"_ema{config.ema_decay!r}_{config.ema_batch_stats}"
+            scores["cond_acc_ema"] = scores["cond_acc" + product]
+            scores["fd_ratio_ema"] = scores["fd_ratio" + product]
+        elif g_state.ema:
+            scores.update(self.score(
+                ema.sampling_variables(g_state, config.ema_batch_stats), "_ema"))
+        return scores
+
+
+def _host_generator(g_state: Any) -> Any:
+    """G's state without its optimizer state, on this process's host: no other
+    process takes part."""
+    return parallel.to_host(g_state.replace(opt_state=None))
+
+
+def _sampling_variables(g_state: Any, mode: str) -> dict[str, Any]:
+    """What grids and generator.msgpack sample with (`gan.ema.sampling_variables`),
+    computed on this process's host."""
+    host = g_state.replace(opt_state=None, ema=g_state.ema[:1])
+    return ema.sampling_variables(parallel.to_host(host), mode)
+
+
+def _quality_line(epoch: int, record: dict[str, float]) -> str:
+    """`epoch 3: conditional accuracy 97.1%, Frechet ratio 3.20 (EMA: ...)`."""
+    line = (f"epoch {epoch}: conditional accuracy {100 * record['cond_acc']:.1f}%, "
+            f"Frechet ratio {record['fd_ratio']:.2f}")
+    if "cond_acc_ema" in record:
+        line += (f" (EMA: {100 * record['cond_acc_ema']:.1f}%, "
+                 f"{record['fd_ratio_ema']:.2f})")
+    return line
 
 
 def fit(config: Config, workdir: str, data_dir: str | None = None,
@@ -203,7 +263,8 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
 
     Writes `config.json`, per-step losses to `metrics.jsonl`, `losses.png`, a 10x10
     grid per epoch in `grids/` (latest also as `grid.png`), `progress.gif`, and a
-    checkpoint at each epoch end and when stopping.
+    checkpoint at each epoch end and when stopping. Grids and `generator.msgpack`
+    come from G's weight average when the run keeps one (`gan.ema`).
 
     Args:
       config: the recipe; its recipe fields must match a run already in `workdir`.
@@ -214,7 +275,9 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
       checkpoint_every: also save every this many steps (besides epoch ends).
       progress: show a tqdm progress bar.
       eval_every: every this many epochs, score 1,000 samples (`gan.evaluate`)
-        and log `cond_acc` and `fd_ratio` beside the losses.
+        of G's own weights and of its averages, and log `cond_acc`, `fd_ratio`,
+        `cond_acc_ema`, `fd_ratio_ema` (and per decay with `ema_compare`)
+        beside the losses.
       classifier_path: the judging classifier's file (trained there if missing).
       devices: devices per process to split the batch over (default: all local
         ones; see `gan.parallel`). Only process 0 writes files besides checkpoints.
@@ -273,14 +336,13 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         _trim_metrics(metrics_path, step)
     schedule = learning_rate_schedule(config)
     grid_z, grid_labels = sampling.grid_inputs(grid_key)
+    mode = config.ema_batch_stats
     # [S, N/S, 28, 28] uint8 and [S, N/S]; a process of many holds its shard only.
     images_dev, labels_dev = parallel.shard_dataset(
         train_images, train_labels.astype(np.int32), config.data_shards, mesh)
 
-    def write_grid(epoch: int | None) -> None:
-        # On this process's first device: no other process takes part.
-        grid = sampling.generate_uint8(parallel.to_host(sampling.g_variables(g_state)),
-                                       grid_z, grid_labels)
+    def write_grid(epoch: int | None, variables: dict[str, Any]) -> None:
+        grid = sampling.generate_uint8(variables, grid_z, grid_labels)
         images.save_grid(os.path.join(workdir, GRID_FILE), grid, 10, 10, GRID_SCALE)
         if epoch is not None:
             os.makedirs(os.path.join(workdir, GRID_DIR), exist_ok=True)
@@ -295,18 +357,22 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         quality = _QuickEval(classifier_path, data_dir, train_images, train_labels,
                              progress)
 
-    def save() -> None:
+    def save() -> dict[str, Any] | None:
+        """Saves a checkpoint and generator.msgpack; returns what the latter holds
+        (None on other processes than the first)."""
         checkpoint.save(mngr, g_state, d_state, train_key)  # every process takes part
-        if primary:
-            checkpoint.save_generator(
-                os.path.join(workdir, checkpoint.GENERATOR_FILE),
-                parallel.to_host(sampling.g_variables(g_state)), step, config)
+        if not primary:
+            return None
+        variables = _sampling_variables(g_state, mode)
+        checkpoint.save_generator(os.path.join(workdir, checkpoint.GENERATOR_FILE),
+                                  variables, step, config, averaged=bool(g_state.ema))
+        return variables
 
     def write_outputs(epoch: int | None) -> None:
-        save()
+        variables = save()
         if not primary:
             return
-        write_grid(epoch)
+        write_grid(epoch, variables)
         if os.path.exists(metrics_path):
             plot_log(metrics_path, os.path.join(workdir, CURVE_FILE))
 
@@ -315,7 +381,7 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
     # (first step of a dispatch, steps in it, their metrics), not yet on the host.
     pending: list[tuple[int, int, dict[str, Any]]] = []
     last: dict[str, float] = {}
-    start_step, t0 = step, time.perf_counter()
+    start_step, t0, started = step, time.perf_counter(), round(time.time())
     first_step_s = float("nan")
     t_log, step_log = t0, step
 
@@ -336,6 +402,7 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         if not pending:
             return
         host = parallel.to_host([m for _, _, m in pending])  # waits for the steps
+        now = time.perf_counter()
         # Written and cleared together or not at all: the interrupt handler
         # flushes again, and must not write the lines twice.
         with _signals_held():
@@ -346,14 +413,16 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                     if not all(math.isfinite(v) for v in last.values()):
                         raise TrainError(f"non-finite loss at step {s}; training "
                                          "stopped, the last checkpoint is kept")
+                    # t: seconds since this process started training (compile
+                    # included, data loading not); started: when (Unix time).
                     record = {"step": s, "epoch": (s - 1) // steps_per_epoch + 1,
-                              **last, "lr": float(schedule(s - 1))}
+                              **last, "lr": float(schedule(s - 1)),
+                              "t": round(now - t0, 3), "started": started}
                     if log:
                         log.write(json.dumps(record) + "\n")
             if log:
                 log.flush()
             pending.clear()
-        now = time.perf_counter()
         rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
         t_log, step_log = now, step
         bar.update(step - bar.n)
@@ -391,14 +460,13 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                     if epoch_end:
                         epoch = step // steps_per_epoch
                         if quality and epoch % eval_every == 0:
+                            t_eval = time.perf_counter()
                             record = {"step": step, "epoch": epoch,
-                                      **quality(parallel.to_host(
-                                          sampling.g_variables(g_state)))}
+                                      **quality(_host_generator(g_state), config)}
+                            record["eval_s"] = round(time.perf_counter() - t_eval, 3)
                             log.write(json.dumps(record) + "\n")
                             log.flush()
-                            bar.write(f"epoch {epoch}: conditional accuracy "
-                                      f"{100 * record['cond_acc']:.1f}%, Frechet "
-                                      f"ratio {record['fd_ratio']:.2f}", file=sys.stderr)
+                            bar.write(_quality_line(epoch, record), file=sys.stderr)
                         write_outputs(epoch)
                     elif checkpoint_every and step % checkpoint_every == 0:
                         flush(log)  # the log never runs ahead of a checkpoint

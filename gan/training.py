@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 import optax
+from flax import struct
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from gan import parallel
+from gan import ema, parallel
 from gan.config import Config
 from gan.data import to_float
 from gan.models import NOISE_DIM, NUM_CLASSES, Discriminator, Generator
@@ -21,8 +22,15 @@ Metrics = dict[str, jax.Array]
 
 
 class TrainState(train_state.TrainState):
-    """Params, optimizer state and step, plus BatchNorm running statistics."""
+    """Params, optimizer state and step, plus BatchNorm running statistics.
+
+    G's state also carries the averages of its weights (`gan.ema`): `ema` holds
+    one `{"params", "batch_stats"}` per decay of `ema_decays` (static), the
+    first being the run's `Config.ema_decay`; both are empty without EMA.
+    """
     batch_stats: Any = None
+    ema: tuple[Any, ...] = ()
+    ema_decays: tuple[float, ...] = struct.field(pytree_node=False, default=())
 
 
 def learning_rate_schedule(config: Config) -> optax.Schedule:
@@ -51,12 +59,15 @@ def create_train_states(config: Config, key: jax.Array
     images = jnp.zeros((1, 28, 28, 1), jnp.float32)
     states = []
     dtype = config.compute_dtype
-    for module, k, inputs in ((Generator(dtype), g_key, (z, labels)),
-                              (Discriminator(dtype), d_key, (images, labels))):
+    # G's weights are averaged (gan.ema), D's are not.
+    for module, k, inputs, decays in (
+            (Generator(dtype), g_key, (z, labels), config.ema_decays),
+            (Discriminator(dtype), d_key, (images, labels), ())):
         variables = _init(module, k, *inputs)
         states.append(TrainState.create(
             apply_fn=module.apply, params=variables["params"],
-            batch_stats=variables["batch_stats"], tx=make_optimizer(config)))
+            batch_stats=variables["batch_stats"], tx=make_optimizer(config),
+            ema=ema.init(variables, decays), ema_decays=decays))
     return states[0], states[1]
 
 
@@ -77,7 +88,8 @@ def train_step(g_state: TrainState, d_state: TrainState,
       key: this step's randomness (noise for both updates and G's labels).
 
     Returns:
-      New (g_state, d_state) and scalar metrics (the losses).
+      New (g_state, d_state) and scalar metrics (the losses). G's weight
+      averages (`g_state.ema`) take the new weights after its update.
     """
     images, labels = batch["image"], batch["label"]
     b = labels.shape[0]
@@ -123,6 +135,10 @@ def train_step(g_state: TrainState, d_state: TrainState,
         g_loss_fn, has_aux=True)(g_state.params)
     g_state = g_state.apply_gradients(grads=g_grads, batch_stats=g_stats)
     d_state = d_state.replace(batch_stats=d_stats)
+    if g_state.ema_decays:  # reads the new weights only: training is unchanged
+        g_state = g_state.replace(ema=ema.update(
+            g_state.ema, {"params": g_state.params, "batch_stats": g_state.batch_stats},
+            g_state.ema_decays, g_state.step))
 
     metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_loss_real": loss_real,
                "d_loss_fake": loss_fake}

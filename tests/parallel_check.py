@@ -51,6 +51,10 @@ def compare(one, many) -> dict[str, float]:
         pa, pb = _leaves(a.params), _leaves(b.params)
         out[f"{name}.params_all"] = max(float(np.max(np.abs(u - v)))
                                         for u, v in zip(pa, pb))
+    # G's weight average (gan.ema) is kept on every device too.
+    out["g.ema_leaves"] = len(jax.tree.leaves(many[0].ema))
+    out["g.ema_all"] = max(float(np.max(np.abs(u - v))) for u, v in
+                           zip(_leaves(one[0].ema), _leaves(many[0].ema)))
     return out
 
 

@@ -158,7 +158,8 @@ def test_resumed_run_equals_straight_run(trained):
     assert result.returncode == 0, result.stderr
     a, b = checkpoint.restore(str(workdir)), checkpoint.restore(str(straight))
     assert a.step == b.step == 3
-    for tree in ("params", "opt_state", "batch_stats"):
+    assert len(a.g_state.ema) == 1                     # the weight average, on by default
+    for tree in ("params", "opt_state", "batch_stats", "ema"):
         for x, y in zip(jax.tree.leaves(getattr(a.g_state, tree)) +
                         jax.tree.leaves(getattr(a.d_state, tree)),
                         jax.tree.leaves(getattr(b.g_state, tree)) +
@@ -226,6 +227,7 @@ def test_sigkill_then_resume_equals_straight_run(trained, tmp_path):
     a = checkpoint.restore(str(killed))
     b = checkpoint.restore(str(tmp_path / "straight"))
     assert a.step == b.step == 12
+    assert len(a.g_state.ema) == 1                     # the average resumes exactly too
     for x, y in zip(jax.tree.leaves((a.g_state, a.d_state)),
                     jax.tree.leaves((b.g_state, b.d_state))):
         np.testing.assert_array_equal(x, y)
@@ -250,6 +252,9 @@ def _bad_idx(folder, kind):
     (["--batch-size", "0"], "batch-size"),
     (["--epochs", "0"], "epochs"),
     (["--learning-rate", "-1"], "learning-rate"),
+    (["--ema-decay", "1"], "ema-decay"),
+    (["--ema-decay", "-0.5"], "ema-decay"),
+    (["--ema-compare", "0.9,x"], "ema-compare"),
     (["--batch-size", "31"], "larger than"),
     ("magic", "magic"),
     ("truncated", "truncated"),
@@ -289,6 +294,30 @@ def test_sample_from_generator_file_equals_sample_from_workdir(trained):
                                   np.load(tmp / "b.npz")["images"])
 
 
+def test_sample_raw_gives_the_generators_own_weights(trained):
+    """By default sample.py draws from the weight average; --raw from G's own
+    weights, which a generator file holding the average cannot give."""
+    tmp, workdir, _, cache = trained
+    args = ("--checkpoint", workdir, "--digits", "5", "--per-digit", 3)
+    averaged = run("sample.py", *args, "--out", tmp / "e.png", "--npz", tmp / "e.npz",
+                   cache=cache)
+    raw = run("sample.py", *args, "--raw", "--out", tmp / "r.png", "--npz",
+              tmp / "r.npz", cache=cache)
+    assert averaged.returncode == 0 and raw.returncode == 0, averaged.stderr + raw.stderr
+    assert "(EMA)" in averaged.stdout and "(EMA)" not in raw.stdout
+    from gan import checkpoint, sampling
+    import jax
+    restored = checkpoint.restore(str(workdir))
+    z, labels = sampling.digit_rows(jax.random.key(0), [5], 3)
+    want = sampling.generate_uint8(sampling.g_variables(restored.g_state), z, labels)
+    np.testing.assert_array_equal(np.load(tmp / "r.npz")["images"], want)
+    assert not np.array_equal(np.load(tmp / "e.npz")["images"], want)
+    refused = run("sample.py", "--checkpoint", workdir / "generator.msgpack", "--raw",
+                  "--out", tmp / "refused_raw.png", cache=cache)
+    assert "averaged (EMA)" in one_line_error(refused)
+    assert not (tmp / "refused_raw.png").exists()
+
+
 def test_sample_without_checkpoint_uses_the_pretrained_generator(tmp_path):
     out = tmp_path / "digits.png"
     from gan import checkpoint
@@ -314,6 +343,7 @@ def test_evaluate_end_to_end_and_classifier_cache(trained, tmp_path):
     assert "conditional accuracy" in result.stdout and "Frechet" in result.stdout
     figures = json.load(open(out))
     assert figures["step"] == 3 and figures["num_samples"] == 20
+    assert figures["averaged"] is True and "weight average (EMA)" in result.stdout
     assert 0 <= figures["conditional_accuracy"] <= 1
     assert len(figures["per_digit_accuracy"]) == 10
     assert figures["frechet_ratio"] == pytest.approx(
@@ -373,12 +403,20 @@ def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
     classifier.save(str(tmp_path / "clf.msgpack"), params, 0.0)
     result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
                  "--batch-size", 10, "--epochs", 2, "--eval-every", 1,
-                 "--classifier", tmp_path / "clf.msgpack")
+                 "--classifier", tmp_path / "clf.msgpack", "--ema-compare", 0.5)
     assert result.returncode == 0, result.stderr
     records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
     quality = [r for r in records if "cond_acc" in r]
     assert [(r["step"], r["epoch"]) for r in quality] == [(3, 1), (6, 2)]
     assert all(0 <= r["cond_acc"] <= 1 and r["fd_ratio"] > 0 for r in quality)
+    # Raw G, the average as sampled, and each average in both BatchNorm modes.
+    for r in quality:
+        assert r["eval_s"] > 0
+        for name in ("", "_ema", "_ema0.999_recompute", "_ema0.999_average",
+                     "_ema0.5_recompute", "_ema0.5_average"):
+            assert 0 <= r["cond_acc" + name] <= 1 and r["fd_ratio" + name] > 0
+        assert r["fd_ratio_ema"] == r["fd_ratio_ema0.999_recompute"]
+    assert all(r["t"] > 0 and r["started"] > 0 for r in records if "d_loss" in r)
     assert "conditional accuracy" in result.stderr
     with Image.open(workdir / "losses.png") as curve:
         assert curve.size[1] == 3 * 300                  # losses + two quality panels

@@ -45,6 +45,8 @@ def check_one_step(result: dict) -> None:
     # where a gradient is round-off the sign is noise: within 2 lr everywhere.
     assert result["g.params_all"] <= 2 * LR * 1.001
     assert result["d.params_all"] <= 2 * LR * 1.001
+    # The weight average takes (1 - d_1) of those new weights.
+    assert result["g.ema_leaves"] > 0 and result["g.ema_all"] <= 2 * LR * 1.001
 
 
 def test_one_step_on_four_devices_equals_one_step_on_one():
