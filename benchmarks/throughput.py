@@ -169,7 +169,8 @@ def main() -> None:
     p.add_argument("--compute-dtype", default="float32", choices=COMPUTE_DTYPES,
                    help="precision of the convolutions, as train.py --compute-dtype")
     p.add_argument("--ema-decay", type=float, default=Config().ema_decay,
-                   help="the generator's weight average, as train.py (0: off)")
+                   help="the generator's weight average, as train.py (0: off, "
+                   "the seed's step, which the peers run)")
     p.add_argument("--json", default=None, help="also write the JSON result here")
     p.add_argument("--devices", type=int, default=None,
                    help="split each batch over this many local devices, as train.py "
@@ -177,6 +178,8 @@ def main() -> None:
     args = p.parse_args()
     if args.steps_per_call <= 0:
         p.error(f"--steps-per-call must be positive, got {args.steps_per_call}")
+    if not 0 <= args.ema_decay < 1:
+        p.error(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
     mesh = parallel.make_mesh(args.devices) if args.devices else None
     n_dev = mesh.size if mesh is not None else 1
 
