@@ -2,6 +2,7 @@
 
     python benchmarks/quality_curves.py runs/x/metrics.jsonl --out docs/quality.png
     python benchmarks/quality_curves.py runs/x/metrics.jsonl --all   # every decay
+    python benchmarks/quality_curves.py runs/x/metrics.jsonl --series raw,ema0.99_average
 
 Prints a markdown table (epoch, training time without the scoring, conditional
 accuracy / Frechet ratio of each generator scored) and the first epoch at which
@@ -18,12 +19,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gan import cli, report  # noqa: E402
 
 
+def _series(text: str) -> list[str]:
+    """"raw,EMA,ema0.99_average" -> the metrics suffixes "", "_ema", "_ema0.99_average"."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise cli.argparse.ArgumentTypeError("expected names such as raw,ema0.99_average")
+    return [{"raw": "", "ema": "_ema"}.get(n.lower(), "_" + n) for n in names]
+
+
 def main() -> int:
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("log", help="a run's metrics.jsonl")
     p.add_argument("--out", default=None, help="chart PNG (raw G against EMA)")
     p.add_argument("--all", action="store_true",
                    help="table every generator scored (--ema-compare runs)")
+    p.add_argument("--series", type=_series, default=None,
+                   help="generators to table and chart, e.g. raw,ema0.99_average "
+                   "(default: raw,EMA, G's own weights and the run's average)")
     args = p.parse_args()
     try:
         rows = report.quality_rows(report.read_log(args.log))
@@ -33,8 +45,13 @@ def main() -> int:
         cli.fail(f"{args.log} is not a train.py metrics.jsonl ({type(e).__name__})")
     if not rows:
         cli.fail(f"{args.log} holds no --eval-every records")
-    suffixes = report.series_names(rows) if args.all else [
-        s for s in ("", "_ema") if f"fd_ratio{s}" in rows[0]]
+    scored = report.series_names(rows)
+    chosen = args.series or [s for s in ("", "_ema") if s in scored]
+    missing = [report.series_label(s) for s in chosen if s not in scored]
+    if missing:
+        cli.fail(f"{args.log} has no scores for {', '.join(missing)}; it has "
+                 + ", ".join(report.series_label(s) for s in scored))
+    suffixes = scored if args.all else chosen
     print(report.table(rows, suffixes))
     print()
     for s in suffixes:
@@ -43,7 +60,7 @@ def main() -> int:
                              f"{row['train_s'] / 3600:.2f} h of training" if row
                              else "goal not met"))
     if args.out:
-        report.plot(rows, args.out, [s for s in ("", "_ema") if f"fd_ratio{s}" in rows[0]])
+        report.plot(rows, args.out, chosen)
     return 0
 
 

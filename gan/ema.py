@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gan import sampling
 from gan.models import BN_MOMENTUM, NOISE_DIM, NUM_CLASSES, Generator
 
 WARMUP = 10.0
@@ -93,4 +94,4 @@ def sampling_variables(g_state: Any, batch_stats_mode: str, raw: bool = False
     own weights and running statistics."""
     if g_state.ema and not raw:
         return for_sampling(g_state.ema[0], batch_stats_mode)
-    return {"params": g_state.params, "batch_stats": g_state.batch_stats}
+    return sampling.g_variables(g_state)

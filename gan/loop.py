@@ -231,17 +231,17 @@ class _QuickEval:
         return scores
 
 
-def _host_generator(g_state: Any) -> Any:
-    """G's state without its optimizer state, on this process's host: no other
-    process takes part."""
-    return parallel.to_host(g_state.replace(opt_state=None))
+def _host_generator(g_state: Any, averages: int | None = None) -> Any:
+    """G's state without its optimizer state (and with only its first
+    `averages` weight averages), on this process's host: no other process
+    takes part."""
+    return parallel.to_host(g_state.replace(opt_state=None, ema=g_state.ema[:averages]))
 
 
 def _sampling_variables(g_state: Any, mode: str) -> dict[str, Any]:
     """What grids and generator.msgpack sample with (`gan.ema.sampling_variables`),
     computed on this process's host."""
-    host = g_state.replace(opt_state=None, ema=g_state.ema[:1])
-    return ema.sampling_variables(parallel.to_host(host), mode)
+    return ema.sampling_variables(_host_generator(g_state, averages=1), mode)
 
 
 def _quality_line(epoch: int, record: dict[str, float]) -> str:

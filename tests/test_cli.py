@@ -403,7 +403,8 @@ def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
     classifier.save(str(tmp_path / "clf.msgpack"), params, 0.0)
     result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
                  "--batch-size", 10, "--epochs", 2, "--eval-every", 1,
-                 "--classifier", tmp_path / "clf.msgpack", "--ema-compare", 0.5)
+                 "--classifier", tmp_path / "clf.msgpack", "--ema-compare", 0.5,
+                 "--ema-decay", 0.999, "--ema-batch-stats", "recompute")
     assert result.returncode == 0, result.stderr
     records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
     quality = [r for r in records if "cond_acc" in r]

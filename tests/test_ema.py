@@ -114,14 +114,16 @@ def _tiny_run(tmp_path, config: Config, max_steps: int = 3) -> str:
     return workdir
 
 
-def test_workdir_outputs_use_the_average(tmp_path):
-    """generator.msgpack holds the first average with recomputed statistics,
-    marked as such; load_sampler gives it from the workdir, and G's own
-    weights with raw=True."""
-    workdir = _tiny_run(tmp_path, AVERAGED)
+@pytest.mark.parametrize("mode", ["average", "recompute"])
+def test_workdir_outputs_use_the_average(tmp_path, mode):
+    """generator.msgpack holds the first average, with its averaged or its
+    recomputed statistics per --ema-batch-stats, marked as such; load_sampler
+    gives it from the workdir, and G's own weights with raw=True."""
+    workdir = _tiny_run(tmp_path, dataclasses.replace(AVERAGED, ema_batch_stats=mode))
     restored = checkpoint.restore(workdir)
     assert restored.g_state.ema_decays == (0.999, 0.5)
-    want = ema.recompute_batch_stats(restored.g_state.ema[0])
+    first = restored.g_state.ema[0]
+    want = first if mode == "average" else ema.recompute_batch_stats(first)
     exported = checkpoint.load_sampler(f"{workdir}/generator.msgpack")
     from_dir = checkpoint.load_sampler(workdir)
     raw = checkpoint.load_sampler(workdir, raw=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 from PIL import Image
@@ -53,7 +54,10 @@ def test_first_epoch_meeting_the_goal_per_generator(tmp_path):
     out = tmp_path / "q.png"
     report.plot(rows, str(out))
     with Image.open(out) as im:
-        assert im.size[1] == 2 * 300                             # two panels
+        assert im.size == (1200, 450)                            # two panels side by side
+        colors = {c for _, c in im.convert("RGB").getcolors(1 << 20)}
+    # matplotlib's first two series colours: a curve each for raw G and EMA.
+    assert (0x1F, 0x77, 0xB4) in colors and (0xFF, 0x7F, 0x0E) in colors
 
 
 @pytest.mark.parametrize("names,want", [
@@ -63,3 +67,28 @@ def test_first_epoch_meeting_the_goal_per_generator(tmp_path):
 def test_series_order(names, want):
     rows = [{f"fd_ratio{n}": 1.0 for n in names}]
     assert report.series_names(rows) == want
+
+
+def test_quality_curves_cli_series_and_unknown_names(tmp_path):
+    """`--series` picks the generators tabled and charted; a name the log has
+    no scores for is one line on stderr, exit 2, and no chart."""
+    import subprocess
+    import sys
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(json.dumps({"step": 1, "t": 5.0}) + "\n" + json.dumps(
+        {"step": 1, "epoch": 1, "cond_acc": 0.9, "fd_ratio": 4.0,
+         "cond_acc_ema0.99_average": 0.93, "fd_ratio_ema0.99_average": 3.5,
+         "cond_acc_ema0.999_average": 0.95, "fd_ratio_ema0.999_average": 3.0}) + "\n")
+    script = str(pathlib.Path(__file__).parents[1] / "benchmarks" / "quality_curves.py")
+    ok = subprocess.run([sys.executable, script, str(log), "--series",
+                         "ema0.999_average,raw", "--out", str(tmp_path / "c.png")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "| epoch | training time | ema0.999_average | raw G |" in ok.stdout
+    assert "| 1 | 0.00 h | 95.0% / 3.00 | 90.0% / 4.00 |" in ok.stdout
+    assert (tmp_path / "c.png").exists()
+    bad = subprocess.run([sys.executable, script, str(log), "--series", "raw,ema0.5_x",
+                          "--out", str(tmp_path / "d.png")], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "ema0.5_x" in bad.stderr
+    assert not (tmp_path / "d.png").exists()
