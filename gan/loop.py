@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from gan import checkpoint, data, ema, images, parallel, sampling
+from gan import charts, checkpoint, data, ema, images, parallel, sampling, summaries
 from gan.config import COMPUTE_DTYPES, EMA_BATCH_STATS, Config
 from gan.training import (create_train_states, learning_rate_schedule,
                           train_step_on_data, train_steps_on_data)
@@ -157,17 +157,18 @@ def _trim_metrics(path: str, step: int) -> None:
     os.replace(path + ".tmp", path)
 
 
-# The curves of losses.png: panel title -> logged fields drawn in it.
-PANELS = (("cDCGAN losses", ("d_loss", "g_loss")),
-          ("conditional accuracy (train.py --eval-every)", ("cond_acc", "cond_acc_ema")),
+# losses.png: (title, metrics.jsonl fields, log scale), one panel each.
+PANELS = (("cDCGAN losses", ("d_loss", "g_loss"), False),
+          ("conditional accuracy (train.py --eval-every)", ("cond_acc", "cond_acc_ema"),
+           False),
           ("Frechet ratio to real digits (train.py --eval-every)",
-           ("fd_ratio", "fd_ratio_ema")))
+           ("fd_ratio", "fd_ratio_ema"), True))
 
 
 def _read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
     """(step, value) series of every PANELS field in the log."""
     curves: dict[str, list[tuple[float, float]]] = {
-        name: [] for _, names in PANELS for name in names}
+        name: [] for _, names, _ in PANELS for name in names}
     with open(path) as f:
         for line in f:
             record = json.loads(line)
@@ -180,9 +181,9 @@ def _read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
 def plot_log(metrics_path: str, out_path: str) -> None:
     """Draws the losses (and quality figures, when logged) of a run's log."""
     curves = _read_curves(metrics_path)
-    panels = [(title, {n: curves[n] for n in names}) for title, names in PANELS
-              if any(curves[n] for n in names)]
-    images.plot_panels(panels, out_path)
+    charts.plot([charts.Panel(title, {n: curves[n] for n in names}, log_y=log_y)
+                 for title, names, log_y in PANELS if any(curves[n] for n in names)],
+                out_path)
 
 
 class _QuickEval:
@@ -351,6 +352,7 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
             frames = sorted(os.listdir(os.path.join(workdir, GRID_DIR)))
             images.save_gif([os.path.join(workdir, GRID_DIR, f) for f in frames],
                             os.path.join(workdir, GIF_FILE))
+            tb.grid(step, np.asarray(images.grid_image(grid, 10, 10)))
 
     quality = None
     if eval_every and primary:
@@ -378,6 +380,8 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
 
     bar = tqdm(total=stop, initial=step, disable=not (progress and primary), unit="step",
                dynamic_ncols=True)
+    # TensorBoard: the figures of each log point and epoch end (process 0).
+    tb = summaries.Summaries(workdir, step) if primary else None
     # (first step of a dispatch, steps in it, their metrics), not yet on the host.
     pending: list[tuple[int, int, dict[str, Any]]] = []
     last: dict[str, float] = {}
@@ -420,10 +424,11 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                               "t": round(now - t0, 3), "started": started}
                     if log:
                         log.write(json.dumps(record) + "\n")
+            rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
             if log:
                 log.flush()
+                tb.scalars(step, {**last, "lr": record["lr"], "img_per_s": rate})
             pending.clear()
-        rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
         t_log, step_log = now, step
         bar.update(step - bar.n)
         bar.set_postfix(epoch=f"{(step - 1) // steps_per_epoch + 1}/{config.epochs}",
@@ -466,6 +471,8 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
                             record["eval_s"] = round(time.perf_counter() - t_eval, 3)
                             log.write(json.dumps(record) + "\n")
                             log.flush()
+                            tb.scalars(step, {k: v for k, v in record.items()
+                                              if k not in ("step", "epoch", "eval_s")})
                             bar.write(_quality_line(epoch, record), file=sys.stderr)
                         write_outputs(epoch)
                     elif checkpoint_every and step % checkpoint_every == 0:
@@ -488,5 +495,7 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
     finally:
         bar.close()
         mngr.close()
+        if tb:
+            tb.close()
     return FitResult(step, step - start_step, time.perf_counter() - t0,
                      first_step_s, peak_rss_mb(), last)

@@ -4,15 +4,15 @@ training time, raw against averaged (EMA) generator, when a goal is first met.""
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Sequence
+
+from gan import charts
 
 # The goal the README reports against: accuracy at least, Frechet ratio at most.
 GOAL_ACCURACY = 0.99
 GOAL_RATIO = 3.0
-# The chart: inches and dots per inch (1,200 x 450 pixels).
-CHART_SIZE = (12.0, 4.5)
-CHART_DPI = 100
+# Inches per panel of the quality chart (600 x 450 pixels).
+CHART_PANEL = (6.0, 4.5)
 
 
 def read_log(path: str) -> list[dict[str, Any]]:
@@ -87,37 +87,18 @@ def series_label(suffix: str) -> str:
 
 def plot(rows: Sequence[dict[str, Any]], path: str,
          suffixes: Sequence[str] = ("", "_ema")) -> None:
-    """Conditional accuracy and Frechet ratio (log scale: it falls from ~35 to
-    ~1.2 over a run) per epoch, one curve per suffix, side by side, with the
-    goal's thresholds dashed; written atomically."""
-    import matplotlib  # noqa: PLC0415 - only charts need it.
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt, ticker  # noqa: PLC0415
-
-    fig, (acc_ax, fd_ax) = plt.subplots(1, 2, figsize=CHART_SIZE, dpi=CHART_DPI)
-    for s in suffixes:
-        pts = [(r["epoch"], r["cond_acc" + s], r["fd_ratio" + s])
-               for r in rows if "fd_ratio" + s in r]
-        epochs = [p[0] for p in pts]
-        acc_ax.plot(epochs, [100 * p[1] for p in pts], marker=".", label=series_label(s))
-        fd_ax.plot(epochs, [p[2] for p in pts], marker=".", label=series_label(s))
-    acc_ax.axhline(100 * GOAL_ACCURACY, color="grey", linestyle="--", linewidth=1)
-    fd_ax.axhline(GOAL_RATIO, color="grey", linestyle="--", linewidth=1)
-    acc_ax.set(title="conditional accuracy (%), 1,000 samples", xlabel="epoch",
-               ylim=(max(0.0, acc_ax.get_ylim()[0]), 100.5))
-    fd_ax.set(title="Frechet ratio to real digits (1 = as real)", xlabel="epoch",
-              yscale="log")
-    fd_ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    fd_ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
-    fd_ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-    for ax in (acc_ax, fd_ax):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    """Conditional accuracy and Frechet ratio per epoch side by side, one curve
+    per suffix, the goal's thresholds dashed; the ratio on a log scale (it
+    falls from ~35 to ~1.2 over a run)."""
+    def series(field: str, scale: float = 1.0) -> dict[str, list[tuple[float, float]]]:
+        return {series_label(s): [(r["epoch"], scale * r[field + s])
+                                  for r in rows if field + s in r] for s in suffixes}
+    charts.plot([
+        charts.Panel("conditional accuracy (%), 1,000 samples", series("cond_acc", 100),
+                     threshold=100 * GOAL_ACCURACY),
+        charts.Panel("Frechet ratio to real digits (1 = as real)", series("fd_ratio"),
+                     log_y=True, threshold=GOAL_RATIO),
+    ], path, xlabel="epoch", columns=2, panel_size=CHART_PANEL)
 
 
 def table(rows: Sequence[dict[str, Any]], suffixes: Sequence[str] = ("", "_ema")

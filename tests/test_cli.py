@@ -418,6 +418,13 @@ def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
             assert 0 <= r["cond_acc" + name] <= 1 and r["fd_ratio" + name] > 0
         assert r["fd_ratio_ema"] == r["fd_ratio_ema0.999_recompute"]
     assert all(r["t"] > 0 and r["started"] > 0 for r in records if "d_loss" in r)
+    # TensorBoard holds the same quality figures at the same steps.
+    from tensorboard.backend.event_processing import event_accumulator
+    events = event_accumulator.EventAccumulator(str(workdir))
+    events.Reload()
+    for name in ("cond_acc", "fd_ratio_ema", "cond_acc_ema0.5_average"):
+        got = [(e.step, e.value) for e in events.Scalars("quality/" + name)]
+        assert got == [(r["step"], pytest.approx(r[name], rel=1e-6)) for r in quality]
     assert "conditional accuracy" in result.stderr
     with Image.open(workdir / "losses.png") as curve:
         assert curve.size[1] == 3 * 300                  # losses + two quality panels

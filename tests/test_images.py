@@ -1,4 +1,4 @@
-"""Tests for gan.images: exact pixel mapping, grid layout, atomic writes, GIF and charts."""
+"""Tests for gan.images: exact pixel mapping, grid layout, atomic writes, GIF."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 from gan import images
-from gan.images import GRID_PAD_VALUE, SERIES_COLORS, grid_image, plot_curves, save_gif, save_grid, to_uint8
+from gan.images import GRID_PAD_VALUE, grid_image, save_gif, save_grid, to_uint8
 
 
 def _tiles(n: int, h: int = 3, w: int = 4) -> np.ndarray:
@@ -160,92 +160,3 @@ def test_save_gif_frames_match_pngs(tmp_path):
 def test_save_gif_empty_raises(tmp_path):
     with pytest.raises(ValueError):
         save_gif([], str(tmp_path / "x.gif"))
-
-
-# --- plot_curves ----------------------------------------------------------------------
-
-
-def _count_color(path, color) -> int:
-    with Image.open(path) as im:
-        assert im.mode == "RGB"
-        arr = np.asarray(im)
-    return int((arr == np.array(color, np.uint8)).all(axis=-1).sum())
-
-
-def _check_png(path, width=800, height=400):
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        assert im.size == (width, height)
-
-
-def test_plot_curves_normal(tmp_path):
-    path = tmp_path / "loss.png"
-    xs = np.arange(100)
-    plot_curves(
-        {"d_loss": [(x, 1.0 + np.sin(x / 10)) for x in xs], "g_loss": [(x * 2, 0.5 + x / 100) for x in xs]},
-        str(path),
-        title="losses",
-        width=640,
-        height=320,
-    )
-    _check_png(path, 640, 320)
-    # Both curves drawn: far more pixels of each color than the 19x7 legend swatch.
-    for color in SERIES_COLORS[:2]:
-        assert _count_color(path, color) > 300
-
-
-def test_plot_curves_many_points(tmp_path):
-    path = tmp_path / "steps.png"
-    rng = np.random.default_rng(0)
-    x = np.arange(20_000)
-    y = 1.0 + 0.3 * rng.standard_normal(20_000) + np.exp(-x / 3000)
-    plot_curves({"g": list(zip(x.tolist(), y.tolist())), "d": [(float(i), 0.7) for i in range(0, 20_000, 500)]}, str(path))
-    _check_png(path)
-    assert _count_color(path, SERIES_COLORS[0]) > 300
-
-
-def test_plot_curves_edge_cases(tmp_path):
-    cases = {
-        "empty": {},
-        "empty_series": {"a": []},
-        "one_point": {"a": [(3.0, 2.0)]},
-        "constant": {"a": [(float(i), 5.0) for i in range(10)]},
-        "nan": {"a": [(0.0, 1.0), (1.0, float("nan")), (2.0, float("inf")), (3.0, 2.0)], "b": [(0.0, float("nan"))]},
-        "all_nan": {"a": [(0.0, float("nan"))]},
-        "zero_constant_one_x": {"a": [(0.0, 0.0), (0.0, 0.0)]},
-    }
-    for name, series in cases.items():
-        path = tmp_path / f"{name}.png"
-        plot_curves(series, str(path), title=name)
-        _check_png(path)
-        with Image.open(path) as im:
-            # Not blank: axes and labels drew plenty of dark pixels on the white background.
-            assert (np.asarray(im.convert("L")) < 128).sum() > 500, name
-    # Series that have data show their color beyond the legend swatch.
-    for name in ("one_point", "constant", "nan"):
-        assert _count_color(tmp_path / f"{name}.png", SERIES_COLORS[0]) > 140, name
-
-
-def test_plot_curves_small_image_and_failure(tmp_path, monkeypatch):
-    path = tmp_path / "tiny.png"
-    plot_curves({"a": [(0, 1), (1, 2)]}, str(path), title="a title wider than the image", width=40, height=30)
-    _check_png(path, 40, 30)
-
-    before = path.read_bytes()
-    monkeypatch.setattr(images.os, "replace", lambda *a: (_ for _ in ()).throw(OSError("rename failed")))
-    with pytest.raises(OSError):
-        plot_curves({"a": [(0, 1), (1, 2)]}, str(path))
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["tiny.png"]
-
-
-def test_plot_panels_stacks_one_chart_per_panel(tmp_path):
-    path = tmp_path / "panels.png"
-    images.plot_panels([("losses", {"d": [(0, 1.0), (1, 0.5)]}),
-                        ("accuracy", {"acc": [(1, 0.2), (2, 0.9)]})],
-                       path, width=400, panel_height=200)
-    with Image.open(path) as img:
-        assert img.size == (400, 400)
-        pixels = np.asarray(img.convert("L"))
-    # Each half holds its own axes box (black pixels) and coloured curve.
-    assert (pixels[:200] < 50).any() and (pixels[200:] < 50).any()
