@@ -22,8 +22,17 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 
 def leaky_relu(x: jax.Array, negative_slope: float = 0.2) -> jax.Array:
-    """The seed's leaky ReLU, `0.5(1+a)x + 0.5(1-a)|x|`, written as a max."""
-    return jnp.maximum(x, negative_slope * x)
+    """The seed's leaky ReLU, `0.5(1+a)x + 0.5(1-a)|x|`, written as a select.
+
+    Not as `jnp.maximum(x, a * x)`: the derivative of a maximum tests which
+    argument equals the result, and inside a jitted train step XLA may compute
+    `x` twice (in two fusions) with different roundings, so that neither
+    equals the maximum and the gradient there is dropped to 0. In the
+    generator's train step that zeroed a large share of the gradients
+    (tests/test_models.py compares with the plain Flax network). The select's
+    derivative depends only on the sign test.
+    """
+    return jnp.where(x >= 0, x, negative_slope * x)
 
 
 def _same_transpose_padding(k: int, s: int) -> tuple[int, int]:

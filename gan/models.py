@@ -1,10 +1,14 @@
 """The seed's conditional DCGAN: generator and discriminator (Flax linen modules).
 
-Layers, shapes and initialisers are the seed's. Each layer keeps the parameter
-names and shapes of the plain Flax layer it stands for (`kernel`/`bias` of
-`nn.ConvTranspose`/`nn.Conv`, `scale`/`bias` and `mean`/`var` of `nn.BatchNorm`),
-so a weight can be loaded into the plain layer unchanged; only the computation
-uses the exact fast forms of `gan.layers`.
+`PlainGenerator` and `PlainDiscriminator` are the seed's network as written,
+with Flax's stock layers: read them first. `Generator` and `Discriminator`, which
+training and sampling use, compute the same functions with the exact fast forms
+of `gan.layers` (XLA:CPU runs the stock transposed convolutions about 5x slower,
+README "Speed"). Each fast layer keeps the parameter names and shapes of the
+stock layer it stands for (`kernel`/`bias` of `nn.ConvTranspose`/`nn.Conv`,
+`scale`/`bias` and `mean`/`var` of `nn.BatchNorm`), so the two pairs share one
+parameter tree; `tests/test_models.py` checks that they agree in outputs,
+BatchNorm statistics and gradients.
 """
 
 from __future__ import annotations
@@ -32,6 +36,62 @@ CONV_CHUNK = 25
 Initializer = Callable[..., jax.Array]
 kernel_init: Initializer = nn.initializers.truncated_normal(stddev=0.02)
 bias_init: Initializer = nn.initializers.zeros
+
+
+# ---------------------------------------------------------------------------
+# The seed's network, with Flax's stock layers
+# ---------------------------------------------------------------------------
+
+
+def _plain_bn(name: str, train: bool) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                        epsilon=BN_EPSILON, name=name)
+
+
+class PlainGenerator(nn.Module):
+    """G(z, y) as the seed writes it: noise and one-hot label, three transposed
+    convolutions, BatchNorm and leaky ReLU between them, tanh at the end."""
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array, train: bool = True
+                 ) -> jax.Array:
+        x = jnp.concatenate([z, jax.nn.one_hot(labels, NUM_CLASSES, dtype=z.dtype)],
+                            axis=-1)[:, None, None, :]                 # [B, 1, 1, 110]
+        conv_t = functools.partial(nn.ConvTranspose, kernel_init=kernel_init,
+                                   bias_init=bias_init)
+        x = conv_t(256, (7, 7), padding="VALID", name="deconv1")(x)    # [B, 7, 7, 256]
+        x = nn.leaky_relu(_plain_bn("bn1", train)(x), LEAK)
+        x = conv_t(128, (5, 5), strides=(2, 2), padding="SAME",
+                   name="deconv2")(x)                                  # [B, 14, 14, 128]
+        x = nn.leaky_relu(_plain_bn("bn2", train)(x), LEAK)
+        x = conv_t(1, (5, 5), strides=(2, 2), padding="SAME",
+                   name="deconv3")(x)                                  # [B, 28, 28, 1]
+        return jnp.tanh(x)
+
+
+class PlainDiscriminator(nn.Module):
+    """D(x, y) as the seed writes it: the image with ten one-hot label maps
+    stacked on, three convolutions, BatchNorm after the second; a logit `[B]`."""
+
+    @nn.compact
+    def __call__(self, images: jax.Array, labels: jax.Array, train: bool = True
+                 ) -> jax.Array:
+        b, h, w, _ = images.shape
+        maps = jnp.broadcast_to(jax.nn.one_hot(labels, NUM_CLASSES)[:, None, None, :],
+                                (b, h, w, NUM_CLASSES))
+        x = jnp.concatenate([images, maps], axis=-1)                   # [B, 28, 28, 11]
+        conv = functools.partial(nn.Conv, kernel_init=kernel_init, bias_init=bias_init)
+        x = nn.leaky_relu(conv(128, (5, 5), strides=(2, 2), padding="SAME",
+                               name="conv1")(x), LEAK)                 # [B, 14, 14, 128]
+        x = conv(256, (5, 5), strides=(2, 2), padding="SAME", name="conv2")(x)
+        x = nn.leaky_relu(_plain_bn("bn2", train)(x), LEAK)            # [B, 7, 7, 256]
+        x = conv(1, (7, 7), padding="VALID", name="conv3")(x)          # [B, 1, 1, 1]
+        return x[:, 0, 0, 0]
+
+
+# ---------------------------------------------------------------------------
+# The same network with the fast layers of gan.layers (what runs)
+# ---------------------------------------------------------------------------
 
 
 class BatchNorm(nn.Module):
@@ -86,7 +146,8 @@ class Conv(nn.Module):
 
 
 class Generator(nn.Module):
-    """G(z, y): noise and digit label to a `[B, 28, 28, 1]` image in [-1, 1].
+    """`PlainGenerator` with the fast layers: noise and digit label to a
+    `[B, 28, 28, 1]` image in [-1, 1].
 
     `dtype`: compute precision of the convolutions ("float32" or "bfloat16").
     """
@@ -110,7 +171,8 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """D(x, y): image and digit label to a real/fake logit `[B]`.
+    """`PlainDiscriminator` with the fast layers: image and digit label to a
+    real/fake logit `[B]`.
 
     `groups=2` with `concat([real, fake])` runs BatchNorm per half, the same as two
     calls (real first), with bigger matrix products. `dtype` as `Generator`.

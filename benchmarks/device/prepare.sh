@@ -12,6 +12,11 @@ CLASSIFIER=${CLASSIFIER:-$HOME/.cache/cdcgan-jax/mnist_classifier.msgpack}
 rm -rf "$D" && mkdir -p "$D"
 cp -r "$SHARED/data/mnist-idx" "$D/mnist-idx"
 mkdir -p "$D/peers" && cp "$SHARED"/peers/peer_*.py "$D/peers/"
+# Wheels the GPU machine lacks (it has no network); run.sh installs them there.
+mkdir -p "$D/whl" && python -m pip download -q --no-deps --only-binary=:all: \
+    --python-version 3.12 --platform manylinux2014_x86_64 -d "$D/whl" \
+    "tensorboardX==$(python -c 'import tensorboardX; print(tensorboardX.__version__)')" \
+    "protobuf==$(python -c 'import google.protobuf as p; print(p.__version__)')"
 if [ ! -f "$CLASSIFIER" ]; then  # trains it (about 8 minutes on 2 cores)
     python -c "from gan import classifier; classifier.load_or_train('$CLASSIFIER', '$D/mnist-idx')"
 fi

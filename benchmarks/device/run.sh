@@ -6,7 +6,7 @@
 #
 # Stages, most valuable first, each under its own limit and all under one
 # deadline (BUDGET seconds, default 480) so the last ones still get their turn:
-# the benchmark against the PyTorch peer (CUDA); the same with 50 steps per
+# jitted against op-by-op gradients (gradcheck.py); the benchmark against the PyTorch peer (CUDA); the same with 50 steps per
 # dispatch (--steps-per-call); the full default schedule (30 epochs, with
 # --steps-per-call 50 when that benchmark was faster), scored every epoch and
 # keeping the --ema-compare averages (issue 13); every generator it keeps scored
@@ -35,6 +35,12 @@ if [ "${QUICK:-0}" = 1 ]; then  # (XLA:CPU's loops are slow: a small batch there
 fi
 LOG="$OUT/log.txt"
 : >"$LOG"
+# What that machine lacks (tensorboardX; protobuf where missing), from prepare.sh.
+if ! python -c "import tensorboardX" 2>/dev/null && [ -d "$D/whl" ]; then
+    python -c "import google.protobuf" 2>/dev/null && rm -f "$D"/whl/protobuf-*
+    python -m pip install -q --no-index --no-deps --target /tmp/site "$D"/whl/*.whl
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 
 stage() {  # stage NAME SECONDS COMMAND...: runs it, logs it, never stops the script
     local name=$1 limit=$2; shift 2
@@ -49,6 +55,7 @@ stage() {  # stage NAME SECONDS COMMAND...: runs it, logs it, never stops the sc
 }
 
 stage env 30 bash -c 'nvidia-smi || true; python -c "import jax; print(jax.__version__, jax.devices())"'
+stage gradcheck 40 python benchmarks/device/gradcheck.py
 stage bench 150 python benchmarks/throughput.py ${PEER[@]+"${PEER[@]}"} \
     --peers-dir "$D/peers" --repeats 3 --iters "$ITERS" --json "$WORK/bench.json"
 stage bench_steps_per_call 60 python benchmarks/throughput.py --steps-per-call "$K" \
