@@ -245,6 +245,20 @@ def _sampling_variables(g_state: Any, mode: str) -> dict[str, Any]:
     return ema.sampling_variables(_host_generator(g_state, averages=1), mode)
 
 
+def run_line(mesh: Any, batch_size: int, start_step: int, stop: int, total: int,
+             steps_per_epoch: int) -> str:
+    """What a run is, said once at its start: `training on 2 cpu devices, 1
+    process: batch 100 (50 per device), steps 1-18000 of 18000 (600 per epoch),
+    fresh start` (or `resuming from step N`)."""
+    kind = mesh.devices.flat[0].platform
+    processes = jax.process_count()
+    start = (f"resuming from step {start_step}" if start_step else "fresh start")
+    return (f"training on {mesh.size} {kind} device{'s' * (mesh.size > 1)}, "
+            f"{processes} process{'es' * (processes > 1)}: batch {batch_size} "
+            f"({batch_size // mesh.size} per device), steps {start_step + 1}-{stop} "
+            f"of {total} ({steps_per_epoch} per epoch), {start}")
+
+
 def _quality_line(epoch: int, record: dict[str, float]) -> str:
     """`epoch 3: conditional accuracy 97.1%, Frechet ratio 3.20 (EMA: ...)`."""
     line = (f"epoch {epoch}: conditional accuracy {100 * record['cond_acc']:.1f}%, "
@@ -378,6 +392,9 @@ def fit(config: Config, workdir: str, data_dir: str | None = None,
         if os.path.exists(metrics_path):
             plot_log(metrics_path, os.path.join(workdir, CURVE_FILE))
 
+    if primary:
+        print(run_line(mesh, config.batch_size, step, stop, total, steps_per_epoch),
+              file=sys.stderr, flush=True)
     bar = tqdm(total=stop, initial=step, disable=not (progress and primary), unit="step",
                dynamic_ncols=True)
     # TensorBoard: the figures of each log point and epoch end (process 0).

@@ -53,6 +53,10 @@ def trained(tmp_path_factory):
     second = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
                  "--batch-size", 10, "--max-steps", 3, "--log-every", 1, cache=cache)
     assert second.returncode == 0, second.stderr
+    # One line says what each run is: devices, batch, steps, fresh or resumed.
+    assert ("training on 1 cpu device, 1 process: batch 10 (10 per device), "
+            "steps 1-2 of 150 (5 per epoch), fresh start") in first.stderr
+    assert "steps 3-3 of 150 (5 per epoch), resuming from step 2" in second.stderr
     return tmp, workdir, data_dir, cache
 
 

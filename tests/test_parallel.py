@@ -85,6 +85,8 @@ def test_two_processes_equal_one_process_with_two_data_shards(tmp_path):
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert "step 3" in outs[0][0] and "step 3" not in outs[1][0]  # process 0 reports
+    assert ("training on 2 cpu devices, 2 processes: batch 10 (5 per device), "
+            "steps 1-3") in outs[0][1] and "training on" not in outs[1][1]
     single = run("train.py", "--workdir", tmp_path / "single", *common,
                  "--data-shards", 2, cache=cache)
     assert single.returncode == 0, single.stderr
