@@ -25,12 +25,12 @@ def leaky_relu(x: jax.Array, negative_slope: float = 0.2) -> jax.Array:
     """The seed's leaky ReLU, `0.5(1+a)x + 0.5(1-a)|x|`, written as a select.
 
     Not as `jnp.maximum(x, a * x)`: the derivative of a maximum tests which
-    argument equals the result, and inside a jitted train step XLA may compute
-    `x` twice (in two fusions) with different roundings, so that neither
-    equals the maximum and the gradient there is dropped to 0. In the
-    generator's train step that zeroed a large share of the gradients
-    (tests/test_models.py compares with the plain Flax network). The select's
-    derivative depends only on the sign test.
+    argument equals the result (an exact float comparison), and inside the
+    jitted train step on XLA:CPU that test failed for many elements (presumably
+    `x` recomputed in another fusion, rounded differently), dropping their
+    gradient to 0: G's gradients were 35% off (tests/test_models.py compares
+    with the plain Flax network). The select's derivative depends only on the
+    sign test.
     """
     return jnp.where(x >= 0, x, negative_slope * x)
 
