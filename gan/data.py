@@ -153,25 +153,25 @@ def load_tfds(data_dir: str | None = None, split: str = "train", *,
     if shard is not None:
         shard_range(0, shard)  # checks it
         part = tfds.even_splits(split, shard[1], drop_remainder=True)[shard[0]]
-    def missing(reason: str) -> DataError:
-        return DataError(f"MNIST not found: no local TFDS copy under {where} and "
-                         f"download failed ({reason}). {_HINT}")
-    for allow_download in (False, True):  # the local copy first
+    try:  # the local copy first
+        return _tfds_arrays(tfds, data_dir, split, part, False, where)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - TF and TFDS raise many types.
+        # DatasetBuilder.as_dataset raises a bare AssertionError for "no copy".
+        if not (isinstance(e, AssertionError) or "could not find data" in str(e)):
+            raise DataError(f"MNIST TFDS copy under {where} could not be read "
+                            f"({_short(e)}). {_HINT}") from None
+    reason = "download disabled" if not download else _offline_reason()
+    if reason is None:
         try:
-            return _tfds_arrays(tfds, data_dir, split, part, allow_download, where)
+            return _tfds_arrays(tfds, data_dir, split, part, True, where)
         except DataError:
             raise
-        except Exception as e:  # noqa: BLE001 - TF, TFDS, network and disk errors.
-            if allow_download:
-                raise missing(_short(e)) from None
-            # DatasetBuilder.as_dataset raises a bare AssertionError for "no copy".
-            if not (isinstance(e, AssertionError) or "could not find data" in str(e)):
-                raise DataError(f"MNIST TFDS copy under {where} could not be read "
-                                f"({_short(e)}). {_HINT}") from None
-        reason = "download disabled" if not download else _offline_reason()
-        if reason:
-            raise missing(reason)
-    raise AssertionError("unreachable")
+        except Exception as e:  # noqa: BLE001 - network, disk, TFDS errors.
+            reason = _short(e)
+    raise DataError(f"MNIST not found: no local TFDS copy under {where} and download "
+                    f"failed ({reason}). {_HINT}")
 
 
 def _tfds_arrays(tfds: Any, data_dir: str | None, split: str, part: Any,

@@ -78,6 +78,11 @@ def recompute_batch_stats(variables: Variables) -> Variables:
     return {"params": variables["params"], "batch_stats": stats}
 
 
+def label(decay: float, batch_stats_mode: str) -> str:
+    """The name an average is logged and exported under: `ema0.99_average`."""
+    return f"ema{decay!r}_{batch_stats_mode}"
+
+
 def for_sampling(average: Variables, batch_stats_mode: str) -> Variables:
     """The variables to sample from an average with, per `batch_stats_mode`."""
     if batch_stats_mode == "recompute":

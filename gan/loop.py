@@ -222,8 +222,8 @@ class _QuickEval:
             for decay, average in zip(g_state.ema_decays, g_state.ema):
                 for mode in EMA_BATCH_STATS:
                     scores.update(self.score(ema.for_sampling(average, mode),
-                                             f"_ema{decay!r}_{mode}"))
-            product = f"_ema{config.ema_decay!r}_{config.ema_batch_stats}"
+                                             "_" + ema.label(decay, mode)))
+            product = "_" + ema.label(config.ema_decay, config.ema_batch_stats)
             scores["cond_acc_ema"] = scores["cond_acc" + product]
             scores["fd_ratio_ema"] = scores["fd_ratio" + product]
         elif g_state.ema:

@@ -50,7 +50,7 @@ def main() -> int:
     candidates = {"raw": (sampling.g_variables(g_state), None, None)}
     for decay, average in zip(g_state.ema_decays, g_state.ema):
         for mode in EMA_BATCH_STATS:
-            candidates[f"ema{decay!r}_{mode}"] = (ema.for_sampling(average, mode),
+            candidates[ema.label(decay, mode)] = (ema.for_sampling(average, mode),
                                                   decay, mode)
     results = {}
     for name, (variables, _, _) in candidates.items():
@@ -69,7 +69,7 @@ def main() -> int:
     if not averages:
         return 0
     best = min(averages, key=lambda n: results[n]["frechet_ratio"])
-    own = f"ema{config.ema_decay!r}_{config.ema_batch_stats}"
+    own = ema.label(config.ema_decay, config.ema_batch_stats)
     print(f"lowest Frechet ratio: {best}; the run's own average: {own}")
     for name in dict.fromkeys([own, best]):
         variables, decay, mode = candidates[name]
