@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # Where compiled XLA programs are cached between runs (JAX's persistent cache).
 CACHE_ENV = "GAN_COMPILE_CACHE"
@@ -20,13 +22,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def fail(message: str, prog: str | None = None) -> NoReturn:
-    """Prints one line to stderr and exits with code 2.
+    """Prints one line to stderr, settings named as flags (`as_flags`), and
+    exits with code 2.
 
     Exits at once (`os._exit`): after a failed Orbax restore, interpreter
     shutdown would print tracebacks of its abandoned read tasks.
     """
     prog = prog or os.path.basename(sys.argv[0])
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    print(f"{prog}: error: {as_flags(message)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(2)
@@ -47,6 +50,59 @@ def decays(text: str) -> tuple[float, ...]:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected decays like 0.99,0.9999, got {text!r}") from None
+
+
+# Field types (as written in gan.config) -> how a flag's text is read.
+_PARSERS = {"int": int, "float": float, "str": str, "tuple[float, ...]": decays}
+_METAVARS = {int: "N", float: "X", decays: "X,Y"}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting: `batch_size` -> `--batch-size`."""
+    return "--" + name.replace("_", "-")
+
+
+def as_flags(message: str) -> str:
+    """A message from gan/ with its settings (`batch_size`) named as flags."""
+    return re.sub(r"`(\w+)`", lambda m: flag(m.group(1)), message)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of the dataclass `cls`, with its default and help.
+
+    A field of type `X | None` defaults to None (its help says what that means);
+    a bool field that defaults to True becomes `--no-<name>`.
+    """
+    for field in dataclasses.fields(cls):
+        help_text, choices = as_flags(field.metadata["help"]), field.metadata["choices"]
+        if field.metadata["recipe"]:
+            help_text += " (recipe)"
+        if field.type == "bool":
+            if field.default:
+                parser.add_argument(flag("no_" + field.name), dest=field.name,
+                                    action="store_false", help=help_text + " (on "
+                                    "unless this is given)")
+            else:
+                parser.add_argument(flag(field.name), action="store_true",
+                                    help=help_text)
+            continue
+        kind = _PARSERS[field.type.removesuffix(" | None")]
+        default = ",".join(map(str, field.default)) if kind is decays else field.default
+        if default not in (None, ""):
+            help_text += f" (default: {default})"
+        parser.add_argument(flag(field.name), type=kind, choices=choices,
+                            metavar=_METAVARS.get(kind), default=field.default,
+                            help=help_text)
+
+
+def settings(args: argparse.Namespace, cls: type) -> Any:
+    """The dataclass `cls` made from parsed flags (see `add_flags`); a value it
+    refuses is one line naming the flag, exit 2."""
+    from gan.config import ConfigError  # noqa: PLC0415 - gan.config is light.
+    try:
+        return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    except ConfigError as e:
+        fail(str(e))
 
 
 def enable_compile_cache() -> None:

@@ -1,8 +1,17 @@
-"""The one set of defaults: the seed's recipe."""
+"""Every setting of a run, in one place: the recipe (`Config`) and how a run is
+carried out (`RunOptions`). `train.py` makes one flag per field.
+
+A field's metadata holds its help text; `recipe=True` marks the fields that
+define what a checkpoint means: a resumed run must match them. Values are
+checked when a dataclass is made (`ConfigError`); messages name settings in
+backticks (`batch_size`), which the command line shows as flags (--batch-size).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 # Precisions of `Config.compute_dtype`.
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -10,56 +19,133 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 EMA_BATCH_STATS = ("recompute", "average")
 
 
+class ConfigError(ValueError):
+    """A setting no run can use; the message is one line."""
+
+
+def setting(default: Any, help: str, *, recipe: bool = False,
+            choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its help text (and choices, when fixed)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "recipe": recipe, "choices": choices})
+
+
+def recipe_fields() -> tuple[str, ...]:
+    """Names of the `Config` fields a resumed run must match."""
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["recipe"])
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value is None or (value > 0 and math.isfinite(value)),
+               f"`{name}` must be positive, got {value}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Training configuration; `train.py` flags override these fields.
+    """The training recipe (the seed's by default)."""
+    epochs: int = setting(30, "passes over the 60,000 training digits (may grow "
+                          "when resuming)")
+    batch_size: int = setting(100, "images per step, for D and for G", recipe=True)
+    learning_rate: float = setting(2e-4, "Adam's initial step size, for both "
+                                   "networks", recipe=True)
+    decay_steps: int = setting(500, "the step size is multiplied by `decay_rate` "
+                               "every this many steps", recipe=True)
+    decay_rate: float = setting(0.95, "staircase exponential decay factor",
+                                recipe=True)
+    beta1: float = setting(0.5, "Adam's first-moment decay (0.5, as DCGAN)",
+                           recipe=True)
+    seed: int = setting(0, "seeds initialisation, noise, label draws and data "
+                        "order, in 0..2**32-1", recipe=True)
+    log_every: int = setting(50, "steps between pulls of the losses to the host")
+    compute_dtype: str = setting(
+        "float32", "precision of the convolutions (bfloat16 for GPUs: parameters, "
+        "BatchNorm, losses and sampling stay float32)", recipe=True,
+        choices=COMPUTE_DTYPES)
+    steps_per_call: int = setting(
+        1, "train steps per dispatch to the device, in one compiled loop (for "
+        "GPUs; XLA:CPU runs such loops far slower, see README 'Speed')")
+    data_shards: int | None = setting(
+        None, "cut the training set into this many independently shuffled "
+        "shards, each giving `batch_size` / `data_shards` examples per step "
+        "(default: one per process)", recipe=True)
+    ema_decay: float = setting(
+        0.99, "decay of the generator's weight average, which grids, "
+        "generator.msgpack, sample.py and evaluate.py use (0: off; README 'EMA')",
+        recipe=True)
+    ema_compare: tuple[float, ...] = setting(
+        (), "more decays averaged beside `ema_decay`, e.g. 0.99,0.9999, each "
+        "scored by `eval_every` (for choosing one)", recipe=True)
+    ema_batch_stats: str = setting(
+        "average", "BatchNorm statistics of the average: an average of the "
+        "running statistics, or measured for its weights (gan.ema)",
+        choices=EMA_BATCH_STATS)
 
-    Attributes:
-      epochs: passes over the 60,000 training digits.
-      batch_size: images per step, for D and for G.
-      learning_rate: Adam's initial step size, for both networks.
-      decay_steps: the step size is multiplied by `decay_rate` every this many steps.
-      decay_rate: staircase exponential decay factor.
-      beta1: Adam's first-moment decay (0.5, as DCGAN).
-      seed: seeds initialisation, noise, label draws and data order.
-      log_every: losses come to the host this often (steps).
-      compute_dtype: precision of the convolutions and matmuls, "float32" (the
-        seed's) or "bfloat16" (parameters, BatchNorm, losses and sampling stay
-        float32); a recipe field: a run resumes with the same value.
-      steps_per_call: train steps run per dispatch to the device, in one
-        compiled loop (`gan.training.train_steps_on_data`); 1 dispatches each
-        step on its own, which XLA:CPU runs much faster (see README "Speed").
-      data_shards: the training set is cut into this many shards, each shuffled
-        on its own and giving batch_size / data_shards examples per step; a
-        multi-process run needs one per process (see gan.parallel).
-      ema_decay: decay d of the generator's weight average (`gan.ema`), the
-        weights that grids, generator.msgpack, sample.py and evaluate.py use;
-        0 turns it off. A recipe field (the checkpoint holds the average).
-        0.99 scored best of 0.99-0.9999 over 30 epochs (README "EMA").
-      ema_compare: more decays averaged beside `ema_decay`, only to be scored
-        by `--eval-every` (measuring which decay is best); a recipe field.
-      ema_batch_stats: BatchNorm statistics for sampling from an average,
-        "average" (an EMA of the running statistics) or "recompute" (measured
-        for the averaged weights); see `gan.ema`. The two scored alike; the
-        average needs no extra pass.
-    """
-    epochs: int = 30
-    batch_size: int = 100
-    learning_rate: float = 2e-4
-    decay_steps: int = 500
-    decay_rate: float = 0.95
-    beta1: float = 0.5
-    seed: int = 0
-    log_every: int = 50
-    compute_dtype: str = "float32"
-    steps_per_call: int = 1
-    data_shards: int = 1
-    ema_decay: float = 0.99
-    ema_compare: tuple[float, ...] = ()
-    ema_batch_stats: str = "average"
+    def __post_init__(self):
+        _positive(self, "epochs", "batch_size", "learning_rate", "decay_steps",
+                  "log_every", "steps_per_call", "data_shards")
+        _check(0 < self.decay_rate <= 1, f"`decay_rate` must be in (0, 1], "
+               f"got {self.decay_rate}")
+        _check(0 <= self.beta1 < 1, f"`beta1` must be in [0, 1), got {self.beta1}")
+        _check(0 <= self.seed < 2**32, f"`seed` must be in 0..{2**32 - 1}, "
+               f"got {self.seed}")
+        for name in ("compute_dtype", "ema_batch_stats"):
+            choices = Config.__dataclass_fields__[name].metadata["choices"]
+            _check(getattr(self, name) in choices, f"`{name}` must be one of "
+                   f"{', '.join(choices)}, got {getattr(self, name)!r}")
+        _check(0 <= self.ema_decay < 1, "`ema_decay` must be in [0, 1) (0: no "
+               f"average), got {self.ema_decay}")
+        _check(all(0 < d < 1 for d in self.ema_compare), "`ema_compare` decays "
+               "must be in (0, 1), got " + ",".join(map(str, self.ema_compare)))
+        _check(not self.ema_compare or self.ema_decay > 0,
+               "`ema_compare` needs `ema_decay` above 0")
+        _check(len(set(self.ema_decays)) == len(self.ema_decays),
+               "`ema_compare` decays must differ from each other and from "
+               f"`ema_decay` {self.ema_decay}")
 
     @property
     def ema_decays(self) -> tuple[float, ...]:
         """Decays of the averages a run keeps: `ema_decay` first, then
         `ema_compare`; none when `ema_decay` is 0."""
         return (self.ema_decay, *self.ema_compare) if self.ema_decay else ()
+
+    def with_shards(self, processes: int) -> Config:
+        """This recipe with `data_shards` set (one per process when unset)."""
+        return dataclasses.replace(self, data_shards=self.data_shards or processes)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a run is carried out: where, how long, what it writes on the way."""
+    workdir: str = setting("runs/cdcgan", "folder for checkpoints, logs and "
+                           "sample grids; an existing run there is resumed")
+    data_dir: str | None = setting(
+        None, "TFDS data dir (default: $TFDS_DATA_DIR, then ~/tensorflow_datasets, "
+        "downloading if needed) or a folder holding the four MNIST IDX .gz files")
+    max_steps: int | None = setting(None, "stop after this many steps in total "
+                                    "(smoke runs)")
+    keep: int = setting(3, "checkpoints kept")
+    checkpoint_every: int | None = setting(None, "also checkpoint every N steps "
+                                           "(default: at epoch ends only)")
+    eval_every: int | None = setting(
+        None, "every N epochs score 1,000 samples (conditional accuracy, Frechet "
+        "ratio; see evaluate.py) and log them beside the losses")
+    classifier: str | None = setting(
+        None, "the `eval_every` classifier file, trained there when missing "
+        "(default: ~/.cache/cdcgan-jax/mnist_classifier.msgpack)")
+    devices: int | None = setting(None, "devices (per process) to split each "
+                                  "batch over (default: all local devices)")
+    coordinator: str | None = setting(None, "multi-process runs: host:port of "
+                                      "process 0 (see README)")
+    num_processes: int | None = setting(None, "multi-process runs: how many")
+    process_id: int | None = setting(None, "multi-process runs: this one's index")
+    progress: bool = setting(True, "show a progress bar")
+
+    def __post_init__(self):
+        _positive(self, "max_steps", "keep", "checkpoint_every", "eval_every")

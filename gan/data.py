@@ -1,12 +1,9 @@
-"""MNIST as numpy arrays, from the four LeCun IDX files or a TFDS copy.
-
-Every loader returns images uint8 `[N, 28, 28]` and labels int32 `[N]`, and
-raises `DataError` with a one-line message for any data problem. TensorFlow is
-imported only for TFDS, so the IDX path never pays its start-up or touches a GPU.
-"""
+"""MNIST as uint8 `[N, 28, 28]` and int32 `[N]` arrays from the LeCun IDX files or
+TFDS (TensorFlow imported only then); any data problem is a one-line `DataError`."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import socket
@@ -21,14 +18,11 @@ SPLITS = ("train", "test")
 # LeCun file-name prefixes per split, and the magic numbers of the two kinds.
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 _MAGIC = {"images": 2051, "labels": 2049}
-# Probed before a TFDS download, so an offline machine fails at once instead of
-# sitting through minutes of HTTP retries.
+# Probed before a TFDS download: offline, fail at once, not after HTTP retries.
 _DOWNLOAD_HOST = "storage.googleapis.com"
-_HINT = ("Supply it with --data-dir DIR or TFDS_DATA_DIR=DIR (a TFDS data dir "
-         "holding mnist/3.0.1), or --data-dir FOLDER holding the four IDX .gz files.")
-
-# (index, count): the index-th of count equal contiguous parts of a split.
-Shard = tuple[int, int]
+_HINT = ("Supply it with `data_dir` DIR or TFDS_DATA_DIR=DIR (a TFDS data dir "
+         "holding mnist/3.0.1), or `data_dir` FOLDER holding the four IDX .gz files.")
+Shard = tuple[int, int]  # (index, count): the index-th of count equal parts
 
 
 class DataError(Exception):
@@ -39,14 +33,13 @@ def load_mnist(data_dir: str | None = None, split: str = "train",
                download: bool = True, shard: Shard | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """One MNIST split (or its `shard`): from `data_dir` when it holds IDX
-    files, else through TFDS (`data_dir` as its data dir; None: its default)."""
+    files, else through TFDS (`data_dir` as its data dir)."""
     idx_file_names(split)  # checks the split
     if data_dir is not None:
         data_dir = os.path.expanduser(data_dir)
-        if not os.path.exists(data_dir):
-            raise DataError(f"Data dir {data_dir} does not exist. {_HINT}")
         if not os.path.isdir(data_dir):
-            raise DataError(f"Data dir {data_dir} is not a folder. {_HINT}")
+            problem = "is not a folder" if os.path.exists(data_dir) else "does not exist"
+            raise DataError(f"Data dir {data_dir} {problem}. {_HINT}")
         # Any IDX file marks an IDX folder, so a missing sibling is named.
         if any(_idx_path(data_dir, name) for s in SPLITS for name in idx_file_names(s)):
             return load_idx(data_dir, split, shard)
@@ -54,11 +47,9 @@ def load_mnist(data_dir: str | None = None, split: str = "train",
 
 
 def shard_range(count: int, shard: Shard | None) -> tuple[int, int]:
-    """Examples `[start, stop)` of shard `(index, n)`: `count // n` each, the
-    last `count % n` in none (as `tfds.even_splits(drop_remainder=True)`)."""
-    if shard is None:
-        return 0, count
-    index, n = shard
+    """Examples `[start, stop)` of shard `(index, n)`, `count // n` each (as
+    `tfds.even_splits(drop_remainder=True)`)."""
+    index, n = shard or (0, 1)
     if not 0 <= index < n:
         raise DataError(f"Data shard {index} of {n} does not exist.")
     return index * (count // n), (index + 1) * (count // n)
@@ -87,28 +78,23 @@ def load_idx(folder: str, split: str = "train", shard: Shard | None = None
     if len(images) != len(labels):
         raise DataError(f"MNIST IDX mismatch: {paths[0]} has {len(images)} images "
                         f"but {paths[1]} has {len(labels)} labels.")
-    if labels.max() >= NUM_CLASSES:
-        i = int(np.argmax(labels >= NUM_CLASSES))
-        raise DataError(f"MNIST labels in {paths[1]} out of range: label {labels[i]} at "
-                        f"index {i} ({int(np.sum(labels >= NUM_CLASSES))} bad in all; "
-                        f"expected 0..{NUM_CLASSES - 1}).")
+    bad = np.flatnonzero(labels >= NUM_CLASSES)
+    if len(bad):
+        raise DataError(f"MNIST labels in {paths[1]} out of range: label "
+                        f"{labels[bad[0]]} at index {bad[0]} ({len(bad)} bad in all).")
     start, stop = shard_range(len(labels), shard)
     return images[start:stop].copy(), labels[start:stop].copy()
 
 
 def _idx_path(folder: str, gz_name: str) -> str | None:
-    for path in (os.path.join(folder, gz_name), os.path.join(folder, gz_name[:-3])):
-        if os.path.isfile(path):
-            return path
-    return None
+    paths = (os.path.join(folder, gz_name), os.path.join(folder, gz_name[:-3]))
+    return next((p for p in paths if os.path.isfile(p)), None)
 
 
 def _read_idx(path: str, kind: str, item_shape: tuple[int, ...]) -> np.ndarray:
-    """The items `[count, *item_shape]` of an IDX file, with every header field
-    and the payload's length checked (the whole file is read first, so a damaged
-    count is an error, never a huge allocation)."""
-    def bad(what: str) -> DataError:
-        return DataError(f"MNIST IDX file {path} {what}")
+    """The items `[count, *item_shape]` of an IDX file, header and length checked
+    (read whole first: a damaged count is an error, never a huge allocation)."""
+    bad = lambda what: DataError(f"MNIST IDX file {path} {what}")  # noqa: E731
     try:
         with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
             data = f.read()
@@ -118,74 +104,57 @@ def _read_idx(path: str, kind: str, item_shape: tuple[int, ...]) -> np.ndarray:
         raise bad(f"is unreadable or corrupt gzip ({_short(e)}).") from None
     head = 4 * (2 + len(item_shape))  # magic, count, dims: big-endian int32
     if len(data) < head:
-        raise bad(f"is truncated: {len(data)} bytes, shorter than the {head}-byte "
-                  f"{kind} header.")
+        raise bad(f"is truncated: {len(data)} bytes, short of the {kind} header.")
     magic, count, *dims = (int(v) for v in np.frombuffer(data, ">i4", head // 4))
     if magic != _MAGIC[kind]:
-        raise bad(f"has bad magic number {magic} (expected {_MAGIC[kind]} for {kind}); "
-                  f"is it an MNIST {kind} file?")
+        raise bad(f"has bad magic number {magic}, not MNIST {kind} ({_MAGIC[kind]}).")
     if count <= 0:
         raise bad(f"declares {count} {kind}; expected at least 1.")
     if tuple(dims) != item_shape:
         raise bad(f"has wrong image dims {'x'.join(map(str, dims))} (expected "
                   f"{IMAGE_SIZE}x{IMAGE_SIZE}).")
     want, got = count * int(np.prod(item_shape)), len(data) - head
-    if got < want:
-        raise bad(f"is truncated: header count says {count} {kind} ({want} bytes) but "
-                  f"only {got} bytes follow.")
-    if got > want:
-        raise bad(f"has a wrong count: header says {count} {kind} ({want} bytes) but "
-                  f"{got} bytes follow.")
+    if got != want:
+        raise bad(f"{'is truncated' if got < want else 'has a wrong count'}: header "
+                  f"says {count} {kind} ({want} bytes) but {got} bytes follow.")
     return np.frombuffer(data, np.uint8, offset=head).reshape((count, *item_shape))
 
 
 def load_tfds(data_dir: str | None = None, split: str = "train", *,
               download: bool = True, shard: Shard | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
-    """One split through TFDS: its local copy in `data_dir` (default
-    `$TFDS_DATA_DIR`, then `~/tensorflow_datasets`), downloaded only if there is
-    none, `download` is set and the network is reachable."""
+    """One split through TFDS: its copy in `data_dir` (default `$TFDS_DATA_DIR`,
+    then `~/tensorflow_datasets`), else downloaded when allowed and reachable."""
     # TFDS reads TFDS_DATA_DIR once, at import; reading it here also names it.
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     where = data_dir or os.path.join("~", "tensorflow_datasets")
     tfds = _import_tfds()
-    part = split
-    if shard is not None:
-        shard_range(0, shard)  # checks it
-        part = tfds.even_splits(split, shard[1], drop_remainder=True)[shard[0]]
-    try:  # the local copy first
-        return _tfds_arrays(tfds, data_dir, split, part, False, where)
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001 - TF and TFDS raise many types.
-        # DatasetBuilder.as_dataset raises a bare AssertionError for "no copy".
-        if not (isinstance(e, AssertionError) or "could not find data" in str(e)):
-            raise DataError(f"MNIST TFDS copy under {where} could not be read "
-                            f"({_short(e)}). {_HINT}") from None
-    reason = "download disabled" if not download else _offline_reason()
-    if reason is None:
+    shard_range(0, shard)  # checks it
+    part = split if shard is None else tfds.even_splits(
+        split, shard[1], drop_remainder=True)[shard[0]]
+    for fetch in (False, True):  # the local copy first
+        if fetch and (reason := _offline_reason() if download else "download disabled"):
+            break
         try:
-            return _tfds_arrays(tfds, data_dir, split, part, True, where)
-        except DataError:
-            raise
-        except Exception as e:  # noqa: BLE001 - network, disk, TFDS errors.
+            ds = tfds.load("mnist", split=part, data_dir=data_dir, download=fetch,
+                           as_supervised=True, shuffle_files=False)
+            # In batches: batch_size=-1 aborts the process under tfds mock_data.
+            batches = list(tfds.as_numpy(ds.batch(10_000)))
+        except Exception as e:  # noqa: BLE001 - TF, TFDS and network errors.
+            # DatasetBuilder.as_dataset raises a bare AssertionError for "no copy".
+            if not (fetch or isinstance(e, AssertionError)
+                    or "could not find data" in str(e)):
+                raise DataError(f"MNIST TFDS copy under {where} could not be read "
+                                f"({_short(e)}). {_HINT}") from None
             reason = _short(e)
+            continue
+        if not batches:
+            raise DataError(f"MNIST {split} split under {where} is empty.")
+        # TFDS's mnist features fix the rest: uint8 [N, 28, 28, 1], labels 0-9.
+        images, labels = (np.concatenate(parts) for parts in zip(*batches))
+        return images[..., 0], labels.astype(np.int32)
     raise DataError(f"MNIST not found: no local TFDS copy under {where} and download "
                     f"failed ({reason}). {_HINT}")
-
-
-def _tfds_arrays(tfds: Any, data_dir: str | None, split: str, part: Any,
-                 download: bool, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """The arrays of TFDS's `part` of `split` (a split name or an even split)."""
-    ds = tfds.load("mnist", split=part, data_dir=data_dir, download=download,
-                   as_supervised=True, shuffle_files=False)
-    # In batches: batch_size=-1 aborts the process under tfds.testing.mock_data.
-    batches = list(tfds.as_numpy(ds.batch(10_000)))
-    if not batches:
-        raise DataError(f"MNIST {split} split under {where} is empty.")
-    # TFDS's mnist features fix the rest: uint8 [N, 28, 28, 1] images, labels 0-9.
-    images = np.concatenate([b[0] for b in batches])[..., 0]
-    return images, np.concatenate([b[1] for b in batches]).astype(np.int32)
 
 
 def _import_tfds() -> Any:
@@ -197,32 +166,28 @@ def _import_tfds() -> Any:
         import tensorflow_datasets as tfds
         from absl import logging as absl_logging
     except ImportError as e:
-        raise DataError(f"Reading MNIST via TFDS needs tensorflow and tensorflow-"
-                        f"datasets ({_short(e)}); or pass --data-dir FOLDER holding the "
-                        "four IDX .gz files.") from None
-    try:
+        raise DataError(f"Reading MNIST via TFDS needs tensorflow-datasets "
+                        f"({_short(e)}). {_HINT}") from None
+    with contextlib.suppress(Exception):  # e.g. RuntimeError once TF is initialised
         tf.config.set_visible_devices([], "GPU")
-    except Exception:  # noqa: BLE001 - e.g. RuntimeError once TF is initialised.
-        pass
     absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS's probing warnings
     return tfds
 
 
 def _offline_reason() -> str | None:
     """Why a download cannot work, or None when it is worth trying."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
         return None  # a proxy may work where a direct connection does not
     try:
         socket.create_connection((_DOWNLOAD_HOST, 443), timeout=5).close()
+        return None
     except OSError as e:
         return f"no network: cannot reach {_DOWNLOAD_HOST}: {_short(e)}"
-    return None
 
 
 def to_float(images: Any) -> Any:
     """uint8 `[..., 28, 28]` to float32 `[..., 28, 28, 1]` in [-1, 1] (numpy or
-    JAX); the clip keeps 255 at exactly 1.0 under jit, where XLA turns "/ 255"
-    into "* (1/255)"."""
+    JAX); the clip keeps 255 at 1.0 under jit, where "/ 255" is "* (1/255)"."""
     x = images[..., None].astype(np.float32)
     return ((x / 255.0 - 0.5) / 0.5).clip(-1.0, 1.0)
 

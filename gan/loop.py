@@ -1,4 +1,6 @@
-"""The training loop: data on the device, logs, grids, checkpoints, resume."""
+"""The training loop, `train_and_evaluate(config, options)`, and the steps it
+takes: set-up (mesh, data, states, start step), dispatch, logging, checkpoints,
+epoch outputs."""
 
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 from tqdm import tqdm
 
-from gan import charts, checkpoint, data, ema, images, parallel, sampling, summaries
-from gan.config import COMPUTE_DTYPES, EMA_BATCH_STATS, Config
-from gan.training import (create_train_states, learning_rate_schedule,
+from gan import checkpoint, data, ema, images, parallel, report, sampling, summaries
+from gan.config import EMA_BATCH_STATS, Config, RunOptions, recipe_fields
+from gan.training import (TrainState, create_train_states, learning_rate_schedule,
                           train_step_on_data, train_steps_on_data)
 
 METRICS_FILE = "metrics.jsonl"
@@ -37,7 +40,7 @@ class TrainError(Exception):
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped training; `saved_step` is the step of the
-    checkpoint saved on the way out, or None when none was (see `fit`)."""
+    checkpoint saved on the way out, or None when none was."""
 
     def __init__(self, saved_step: int | None):
         super().__init__(saved_step)
@@ -46,7 +49,7 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclasses.dataclass
 class FitResult:
-    """What a call of `fit` did."""
+    """What a call of `train_and_evaluate` did."""
     step: int            # global step reached
     steps_run: int       # steps this call ran
     train_seconds: float  # wall time of those steps, compile included
@@ -67,54 +70,20 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
-def check_config(config: Config) -> None:
-    """Raises TrainError for values no run can use."""
-    if config.epochs <= 0:
-        raise TrainError(f"--epochs must be positive, got {config.epochs}")
-    if config.batch_size <= 0:
-        raise TrainError(f"--batch-size must be positive, got {config.batch_size}")
-    if not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
-        raise TrainError(f"--learning-rate must be positive, got {config.learning_rate}")
-    if config.log_every <= 0:
-        raise TrainError(f"--log-every must be positive, got {config.log_every}")
-    if config.data_shards <= 0:
-        raise TrainError(f"--data-shards must be positive, got {config.data_shards}")
-    if config.compute_dtype not in COMPUTE_DTYPES:
-        raise TrainError(f"--compute-dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
-                         f"got {config.compute_dtype!r}")
-    if config.steps_per_call <= 0:
-        raise TrainError(f"--steps-per-call must be positive, got {config.steps_per_call}")
-    if not 0 <= config.ema_decay < 1:
-        raise TrainError(f"--ema-decay must be in [0, 1) (0: no average), "
-                         f"got {config.ema_decay}")
-    if any(not 0 < d < 1 for d in config.ema_compare):
-        raise TrainError("--ema-compare decays must be in (0, 1), got "
-                         + ",".join(map(str, config.ema_compare)))
-    if config.ema_compare and not config.ema_decay:
-        raise TrainError("--ema-compare needs --ema-decay above 0")
-    if len(set(config.ema_decays)) < len(config.ema_decays):
-        raise TrainError("--ema-compare decays must differ from each other and "
-                         f"from --ema-decay {config.ema_decay}")
-    if config.ema_batch_stats not in EMA_BATCH_STATS:
-        raise TrainError(f"--ema-batch-stats must be one of "
-                         f"{', '.join(EMA_BATCH_STATS)}, "
-                         f"got {config.ema_batch_stats!r}")
-
-
 def _prepare_workdir(workdir: str, config: Config) -> None:
     try:
         if parallel.is_primary():
             os.makedirs(workdir, exist_ok=True)
         saved = checkpoint.load_config(workdir)
         if saved is not None:
-            changed = [f for f in checkpoint.RECIPE_FIELDS
+            changed = [f for f in recipe_fields()
                        if getattr(saved, f) != getattr(config, f)]
             if changed:
                 names = ", ".join(f"{f}={getattr(saved, f)}" for f in changed)
-                hint = (" (no weight average: pass --ema-decay 0)"
+                hint = (" (no weight average: set `ema_decay` 0)"
                         if "ema_decay" in changed and not saved.ema_decay else "")
                 raise TrainError(f"{workdir} holds a run with {names}{hint}; resume it "
-                                 "with those values or use a new --workdir")
+                                 "with those values or use a new `workdir`")
         if parallel.is_primary():
             checkpoint.save_config(workdir, config)
     except OSError as e:
@@ -157,40 +126,11 @@ def _trim_metrics(path: str, step: int) -> None:
     os.replace(path + ".tmp", path)
 
 
-# losses.png: (title, metrics.jsonl fields, log scale), one panel each.
-PANELS = (("cDCGAN losses", ("d_loss", "g_loss"), False),
-          ("conditional accuracy (train.py --eval-every)", ("cond_acc", "cond_acc_ema"),
-           False),
-          ("Frechet ratio to real digits (train.py --eval-every)",
-           ("fd_ratio", "fd_ratio_ema"), True))
-
-
-def _read_curves(path: str) -> dict[str, list[tuple[float, float]]]:
-    """(step, value) series of every PANELS field in the log."""
-    curves: dict[str, list[tuple[float, float]]] = {
-        name: [] for _, names, _ in PANELS for name in names}
-    with open(path) as f:
-        for line in f:
-            record = json.loads(line)
-            for name in curves:
-                if name in record:
-                    curves[name].append((record["step"], record[name]))
-    return curves
-
-
-def plot_log(metrics_path: str, out_path: str) -> None:
-    """Draws the losses (and quality figures, when logged) of a run's log."""
-    curves = _read_curves(metrics_path)
-    charts.plot([charts.Panel(title, {n: curves[n] for n in names}, log_y=log_y)
-                 for title, names, log_y in PANELS if any(curves[n] for n in names)],
-                out_path)
-
-
-class _QuickEval:
+class QuickEval:
     """`train.py --eval-every`: 1,000 samples scored against real digits."""
 
-    def __init__(self, classifier_path, data_dir, train_images, train_labels,
-                 progress: bool):
+    def __init__(self, classifier_path: str | None, data_dir: str | None,
+                 train_images: np.ndarray, train_labels: np.ndarray, progress: bool):
         from gan import classifier, evaluate  # noqa: PLC0415 - only when asked.
         self._evaluate = evaluate
         say = (lambda m: tqdm.write(m, file=sys.stderr)) if progress else None
@@ -269,250 +209,278 @@ def _quality_line(epoch: int, record: dict[str, float]) -> str:
     return line
 
 
-def fit(config: Config, workdir: str, data_dir: str | None = None,
-        max_steps: int | None = None, keep: int = 3,
-        checkpoint_every: int | None = None, progress: bool = True,
-        eval_every: int | None = None, classifier_path: str | None = None,
-        devices: int | None = None) -> FitResult:
-    """Trains (or resumes) the run in `workdir` up to `config.epochs` epochs.
+@dataclasses.dataclass
+class Setup:
+    """What a run starts from (`set_up`)."""
+    config: Config                  # with `data_shards` set
+    mesh: Mesh
+    g_state: TrainState             # replicated on every device of the mesh
+    d_state: TrainState
+    key: jax.Array                  # the run's train key (split per step)
+    images: jax.Array               # [S, N/S, 28, 28] uint8, S data shards
+    labels: jax.Array               # [S, N/S] int32
+    train_data: tuple[np.ndarray, np.ndarray]  # on the host, for scoring
+    start_step: int
+    stop: int                       # the step this call ends at
+    total: int                      # steps of all `epochs`
+    steps_per_epoch: int
+    grid_inputs: tuple[np.ndarray, np.ndarray]  # noise and labels of the grids
+    mngr: Any                       # the workdir's Orbax CheckpointManager
 
-    Writes `config.json`, per-step losses to `metrics.jsonl`, `losses.png`, a 10x10
-    grid per epoch in `grids/` (latest also as `grid.png`), `progress.gif`, and a
-    checkpoint at each epoch end and when stopping. Grids and `generator.msgpack`
-    come from G's weight average when the run keeps one (`gan.ema`).
 
-    Args:
-      config: the recipe; its recipe fields must match a run already in `workdir`.
-      workdir: the run's folder; an existing run there is resumed.
-      data_dir: IDX folder or TFDS data dir (see `gan.data.load_mnist`).
-      max_steps: stop once this many steps (in total, resumed ones included) ran.
-      keep: checkpoints kept.
-      checkpoint_every: also save every this many steps (besides epoch ends).
-      progress: show a tqdm progress bar.
-      eval_every: every this many epochs, score 1,000 samples (`gan.evaluate`)
-        of G's own weights and of its averages, and log `cond_acc`, `fd_ratio`,
-        `cond_acc_ema`, `fd_ratio_ema` (and per decay with `ema_compare`)
-        beside the losses.
-      classifier_path: the judging classifier's file (trained there if missing).
-      devices: devices per process to split the batch over (default: all local
-        ones; see `gan.parallel`). Only process 0 writes files besides checkpoints.
-
-    Raises:
-      TrainError, data.DataError, checkpoint.CheckpointError: one-line problems.
-    """
-    t_start = time.perf_counter()
-    check_config(config)
-    if max_steps is not None and max_steps <= 0:
-        raise TrainError(f"--max-steps must be positive, got {max_steps}")
-    if keep <= 0:
-        raise TrainError(f"--keep must be positive, got {keep}")
-    if checkpoint_every is not None and checkpoint_every <= 0:
-        raise TrainError(f"--checkpoint-every must be positive, got {checkpoint_every}")
-    if eval_every is not None and eval_every <= 0:
-        raise TrainError(f"--eval-every must be positive, got {eval_every}")
+def set_up(config: Config, options: RunOptions) -> Setup:
+    """Mesh, data, workdir, and the states to start from (restored when the
+    workdir holds a checkpoint of the same recipe)."""
+    config = config.with_shards(jax.process_count())
     try:
-        mesh = parallel.make_mesh(devices)
+        mesh = parallel.make_mesh(options.devices)
         parallel.check_batch(mesh, config.batch_size, config.data_shards)
     except parallel.ParallelError as e:
         raise TrainError(str(e)) from None
     if jax.process_count() > 1 and config.data_shards != jax.process_count():
-        raise TrainError(f"--data-shards must equal the {jax.process_count()} "
+        raise TrainError(f"`data_shards` must equal the {jax.process_count()} "
                          f"processes, got {config.data_shards}")
-    primary = parallel.is_primary()
     # A process of many reads only its data shard; one process reads all.
     shard = ((jax.process_index(), config.data_shards) if jax.process_count() > 1
              else None)
-    train_images, train_labels = data.load_mnist(data_dir, "train", shard=shard)
+    train_images, train_labels = data.load_mnist(options.data_dir, "train", shard=shard)
     n = len(train_labels) * (1 if shard is None else config.data_shards)
     if config.batch_size > n:
-        raise TrainError(f"--batch-size {config.batch_size} is larger than the "
+        raise TrainError(f"`batch_size` {config.batch_size} is larger than the "
                          f"{n} training images")
-    _prepare_workdir(workdir, config)
-    per_shard = n // config.data_shards
-    steps_per_epoch = per_shard // (config.batch_size // config.data_shards)
+    _prepare_workdir(options.workdir, config)
+    steps_per_epoch = (n // config.data_shards) // (config.batch_size // config.data_shards)
     total = config.epochs * steps_per_epoch
-    stop = total if max_steps is None else min(total, max_steps)
-
     init_key, train_key, grid_key = run_keys(config.seed)
-    mngr = checkpoint.manager(workdir, keep)
+    mngr = checkpoint.manager(options.workdir, options.keep)
     if mngr.latest_step() is not None:
-        restored = checkpoint.restore(workdir)
-        g_state, d_state, train_key = (restored.g_state, restored.d_state,
-                                       restored.key)
+        restored = checkpoint.restore(options.workdir)
+        g_state, d_state, train_key = restored.g_state, restored.d_state, restored.key
     else:
         g_state, d_state = create_train_states(config, init_key)
-    step = int(d_state.step)
     # Replicated on every device; the step splits the batch (gan.parallel).
-    g_state, d_state, train_key = parallel.replicate((g_state, d_state, train_key),
-                                                     mesh)
-
-    metrics_path = os.path.join(workdir, METRICS_FILE)
-    if primary:
-        _trim_metrics(metrics_path, step)
-    schedule = learning_rate_schedule(config)
-    grid_z, grid_labels = sampling.grid_inputs(grid_key)
-    mode = config.ema_batch_stats
-    # [S, N/S, 28, 28] uint8 and [S, N/S]; a process of many holds its shard only.
+    g_state, d_state, train_key = parallel.replicate((g_state, d_state, train_key), mesh)
     images_dev, labels_dev = parallel.shard_dataset(
         train_images, train_labels.astype(np.int32), config.data_shards, mesh)
+    start = int(d_state.step)
+    return Setup(config, mesh, g_state, d_state, train_key, images_dev, labels_dev,
+                 (train_images, train_labels), start,
+                 min(total, options.max_steps or total), total, steps_per_epoch,
+                 sampling.grid_inputs(grid_key), mngr)
 
-    def write_grid(epoch: int | None, variables: dict[str, Any]) -> None:
-        grid = sampling.generate_uint8(variables, grid_z, grid_labels)
-        images.save_grid(os.path.join(workdir, GRID_FILE), grid, 10, 10, GRID_SCALE)
-        if epoch is not None:
-            os.makedirs(os.path.join(workdir, GRID_DIR), exist_ok=True)
-            frame = os.path.join(workdir, GRID_DIR, f"epoch_{epoch:03d}.png")
-            images.save_grid(frame, grid, 10, 10, GRID_SCALE)
-            frames = sorted(os.listdir(os.path.join(workdir, GRID_DIR)))
-            images.save_gif([os.path.join(workdir, GRID_DIR, f) for f in frames],
-                            os.path.join(workdir, GIF_FILE))
-            tb.grid(step, np.asarray(images.grid_image(grid, 10, 10)))
 
-    quality = None
-    if eval_every and primary:
-        quality = _QuickEval(classifier_path, data_dir, train_images, train_labels,
-                             progress)
+def steps_in_next_call(step: int, run: Setup, checkpoint_every: int | None) -> int:
+    """Steps the next dispatch runs: up to `steps_per_call`, never past a log
+    point, an epoch end, a checkpoint or the end, where the host acts."""
+    periods = (run.config.log_every, run.steps_per_epoch, checkpoint_every)
+    nexts = [(step // every + 1) * every for every in periods if every]
+    # The first call runs one step, so FitResult.first_step_s times one step.
+    k = 1 if step == run.start_step else run.config.steps_per_call
+    return min([step + k, run.stop, *nexts]) - step
 
-    def save() -> dict[str, Any] | None:
-        """Saves a checkpoint and generator.msgpack; returns what the latter holds
-        (None on other processes than the first)."""
-        checkpoint.save(mngr, g_state, d_state, train_key)  # every process takes part
-        if not primary:
-            return None
-        variables = _sampling_variables(g_state, mode)
-        checkpoint.save_generator(os.path.join(workdir, checkpoint.GENERATOR_FILE),
-                                  variables, step, config, averaged=bool(g_state.ema))
-        return variables
 
-    def write_outputs(epoch: int | None) -> None:
-        variables = save()
-        if not primary:
-            return
-        write_grid(epoch, variables)
-        if os.path.exists(metrics_path):
-            plot_log(metrics_path, os.path.join(workdir, CURVE_FILE))
+def dispatch(g_state: TrainState, d_state: TrainState, run: Setup, count: int
+             ) -> tuple[TrainState, TrainState, dict[str, jax.Array]]:
+    """Runs `count` train steps on the devices, without waiting for them."""
+    if run.config.steps_per_call == 1:
+        return train_step_on_data(g_state, d_state, run.images, run.labels, run.key,
+                                  batch_size=run.config.batch_size, mesh=run.mesh)
+    # Metrics [steps_per_call], the first `count` rows filled.
+    return train_steps_on_data(g_state, d_state, run.images, run.labels, run.key,
+                               np.int32(count), batch_size=run.config.batch_size,
+                               max_steps=run.config.steps_per_call, mesh=run.mesh)
 
+
+class PendingMetrics:
+    """Metrics of dispatched steps, still on the devices: pulled to the host
+    only at log points, the loop's one sync."""
+
+    def __init__(self):
+        # (first step, steps, their metrics) of each dispatch.
+        self.calls: list[tuple[int, int, dict[str, jax.Array]]] = []
+
+    def add(self, first_step: int, count: int, metrics: dict[str, jax.Array]) -> None:
+        self.calls.append((first_step, count, metrics))
+
+    def pull(self) -> list[tuple[int, dict[str, float]]]:
+        """(step, metrics) of every pending step; waits for the steps."""
+        host = parallel.to_host([m for _, _, m in self.calls])
+        return [(first + i, {k: float(np.reshape(v, -1)[i]) for k, v in m.items()})
+                for (first, count, _), m in zip(self.calls, host) for i in range(count)]
+
+
+class Reporter:
+    """Where a run's figures go: `metrics.jsonl`, TensorBoard and the progress
+    bar, on process 0 (the others only check that the losses are finite)."""
+
+    def __init__(self, workdir: str, run: Setup, progress: bool):
+        self.primary = parallel.is_primary()
+        self.run, self.schedule = run, learning_rate_schedule(run.config)
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self.log, self.tb = None, None
+        if self.primary:
+            _trim_metrics(self.path, run.start_step)
+            self.log = open(self.path, "a")
+            self.tb = summaries.Summaries(workdir, run.start_step)
+        self.bar = tqdm(total=run.stop, initial=run.start_step, unit="step",
+                        disable=not (progress and self.primary), dynamic_ncols=True)
+        self.t0, self.started = time.perf_counter(), round(time.time())
+        self.t_log, self.step_log, self.last = self.t0, run.start_step, {}
+
+    def log_steps(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+        """One line per step; one TensorBoard point (the last step's) per call."""
+        now, spe = time.perf_counter(), self.run.steps_per_epoch
+        for step, values in rows:
+            if not all(math.isfinite(v) for v in values.values()):
+                raise TrainError(f"non-finite loss at step {step}; training "
+                                 "stopped, the last checkpoint is kept")
+            # t: seconds since this process started training (compile
+            # included, data loading not); started: when (Unix time).
+            record = {"step": step, "epoch": (step - 1) // spe + 1, **values,
+                      "lr": float(self.schedule(step - 1)),
+                      "t": round(now - self.t0, 3), "started": self.started}
+            if self.log:
+                self.log.write(json.dumps(record) + "\n")
+        rate = ((step - self.step_log) * self.run.config.batch_size
+                / max(now - self.t_log, 1e-9))
+        if self.log:
+            self.log.flush()
+            self.tb.scalars(step, {**values, "lr": record["lr"], "img_per_s": rate})
+        self.t_log, self.step_log, self.last = now, step, values
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(epoch=f"{(step - 1) // spe + 1}/{self.run.config.epochs}",
+                             d_loss=f"{values['d_loss']:.3f}",
+                             g_loss=f"{values['g_loss']:.3f}", img_s=f"{rate:.0f}")
+
+    def log_quality(self, step: int, epoch: int, scores: dict[str, float],
+                    seconds: float) -> None:
+        """An `eval_every` record: scores of G and its averages at an epoch end."""
+        record = {"step": step, "epoch": epoch, **scores, "eval_s": round(seconds, 3)}
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+        self.tb.scalars(step, scores)
+        self.bar.write(_quality_line(epoch, record), file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log:
+            self.log.close()
+            self.tb.close()
+
+
+def log_pending(pending: PendingMetrics, reporter: Reporter) -> None:
+    """Pulls the pending metrics to the host and reports them."""
+    if not pending.calls:
+        return
+    rows = pending.pull()
+    # Reported and cleared together or not at all: the interrupt handler logs
+    # again, and must not write the lines twice.
+    with _signals_held():
+        reporter.log_steps(rows)
+        pending.calls.clear()
+
+
+def save_checkpoint(run: Setup, g_state: TrainState, d_state: TrainState,
+                    workdir: str) -> dict[str, Any] | None:
+    """Saves a checkpoint (every process takes part) and, on process 0,
+    generator.msgpack; returns what the latter holds (None elsewhere)."""
+    checkpoint.save(run.mngr, g_state, d_state, run.key)
+    if not parallel.is_primary():
+        return None
+    variables = _sampling_variables(g_state, run.config.ema_batch_stats)
+    checkpoint.save_generator(os.path.join(workdir, checkpoint.GENERATOR_FILE),
+                              variables, int(d_state.step), run.config,
+                              averaged=bool(g_state.ema))
+    return variables
+
+
+def write_outputs(workdir: str, epoch: int | None, step: int,
+                  variables: dict[str, Any], run: Setup, reporter: Reporter) -> None:
+    """grid.png (and at an epoch end its frame in grids/, progress.gif and the
+    TensorBoard image) from `variables`; losses.png from the log."""
+    grid = sampling.generate_uint8(variables, *run.grid_inputs)
+    images.save_grid(os.path.join(workdir, GRID_FILE), grid, 10, 10, GRID_SCALE)
+    if epoch is not None:
+        os.makedirs(os.path.join(workdir, GRID_DIR), exist_ok=True)
+        frame = os.path.join(workdir, GRID_DIR, f"epoch_{epoch:03d}.png")
+        images.save_grid(frame, grid, 10, 10, GRID_SCALE)
+        frames = sorted(os.listdir(os.path.join(workdir, GRID_DIR)))
+        images.save_gif([os.path.join(workdir, GRID_DIR, f) for f in frames],
+                        os.path.join(workdir, GIF_FILE))
+        reporter.tb.grid(step, np.asarray(images.grid_image(grid, 10, 10)))
+    if os.path.exists(reporter.path):
+        report.plot_losses(reporter.path, os.path.join(workdir, CURVE_FILE))
+
+
+def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
+    """Trains (or resumes) the run in `options.workdir` up to `config.epochs`.
+
+    Writes `config.json`, per-step losses to `metrics.jsonl` and TensorBoard,
+    `losses.png`, a 10x10 grid per epoch in `grids/` (latest also as
+    `grid.png`), `progress.gif`, and a checkpoint with `generator.msgpack` at
+    each epoch end, every `checkpoint_every` steps and when stopping. Grids and
+    generator.msgpack come from G's weight average when the run keeps one.
+
+    Raises:
+      TrainError, data.DataError, checkpoint.CheckpointError: one-line problems.
+      Interrupted: on Ctrl-C or SIGTERM, after saving what ran.
+    """
+    t_start = time.perf_counter()
+    run = set_up(config, options)
+    config, workdir, every = run.config, options.workdir, options.checkpoint_every
+    primary = parallel.is_primary()
+    quality = (QuickEval(options.classifier, options.data_dir, *run.train_data,
+                         options.progress) if options.eval_every and primary else None)
     if primary:
-        print(run_line(mesh, config.batch_size, step, stop, total, steps_per_epoch),
-              file=sys.stderr, flush=True)
-    bar = tqdm(total=stop, initial=step, disable=not (progress and primary), unit="step",
-               dynamic_ncols=True)
-    # TensorBoard: the figures of each log point and epoch end (process 0).
-    tb = summaries.Summaries(workdir, step) if primary else None
-    # (first step of a dispatch, steps in it, their metrics), not yet on the host.
-    pending: list[tuple[int, int, dict[str, Any]]] = []
-    last: dict[str, float] = {}
-    start_step, t0, started = step, time.perf_counter(), round(time.time())
+        print(run_line(run.mesh, config.batch_size, run.start_step, run.stop,
+                       run.total, run.steps_per_epoch), file=sys.stderr, flush=True)
+    g_state, d_state, step = run.g_state, run.d_state, run.start_step
+    pending, reporter = PendingMetrics(), Reporter(workdir, run, options.progress)
     first_step_s = float("nan")
-    t_log, step_log = t0, step
-
-    def steps_to_next_stop(step: int) -> int:
-        """Steps the next dispatch runs: up to steps_per_call, never past a log
-        point, an epoch end, a checkpoint or the end, where the host acts."""
-        ends = [stop, (step // config.log_every + 1) * config.log_every,
-                (step // steps_per_epoch + 1) * steps_per_epoch]
-        if checkpoint_every:
-            ends.append((step // checkpoint_every + 1) * checkpoint_every)
-        # The first call runs one step, so first_step_s times one step.
-        k = 1 if step == start_step else config.steps_per_call
-        return min([step + k] + ends) - step
-
-    def flush(log) -> None:
-        """Pulls the pending metrics to the host: the loop's only sync."""
-        nonlocal last, t_log, step_log
-        if not pending:
-            return
-        host = parallel.to_host([m for _, _, m in pending])  # waits for the steps
-        now = time.perf_counter()
-        # Written and cleared together or not at all: the interrupt handler
-        # flushes again, and must not write the lines twice.
-        with _signals_held():
-            for (first, count, _), m in zip(pending, host):
-                for i in range(count):
-                    s = first + i
-                    last = {k: float(np.reshape(v, -1)[i]) for k, v in m.items()}
-                    if not all(math.isfinite(v) for v in last.values()):
-                        raise TrainError(f"non-finite loss at step {s}; training "
-                                         "stopped, the last checkpoint is kept")
-                    # t: seconds since this process started training (compile
-                    # included, data loading not); started: when (Unix time).
-                    record = {"step": s, "epoch": (s - 1) // steps_per_epoch + 1,
-                              **last, "lr": float(schedule(s - 1)),
-                              "t": round(now - t0, 3), "started": started}
-                    if log:
-                        log.write(json.dumps(record) + "\n")
-            rate = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
-            if log:
-                log.flush()
-                tb.scalars(step, {**last, "lr": record["lr"], "img_per_s": rate})
-            pending.clear()
-        t_log, step_log = now, step
-        bar.update(step - bar.n)
-        bar.set_postfix(epoch=f"{(step - 1) // steps_per_epoch + 1}/{config.epochs}",
-                        d_loss=f"{last['d_loss']:.3f}",
-                        g_loss=f"{last['g_loss']:.3f}", img_s=f"{rate:.0f}")
-
     try:
-        with (open(metrics_path, "a") if primary else contextlib.nullcontext()) as log:
-            try:
-                while step < stop:
-                    count = steps_to_next_stop(step)
-                    # The call donates the states: until its results are stored
-                    # and counted, an interrupt must wait (it saves them).
-                    with _signals_held():
-                        if config.steps_per_call == 1:
-                            g_state, d_state, metrics = train_step_on_data(
-                                g_state, d_state, images_dev, labels_dev, train_key,
-                                batch_size=config.batch_size, mesh=mesh)
-                        else:
-                            g_state, d_state, metrics = train_steps_on_data(
-                                g_state, d_state, images_dev, labels_dev, train_key,
-                                np.int32(count), batch_size=config.batch_size,
-                                max_steps=config.steps_per_call, mesh=mesh)
-                        pending.append((step + 1, count, metrics))
-                        step += count
-                    if step == start_step + 1:
-                        # Start-up cost (data, compile, first step), for users and
-                        # the compile-cache figures; one extra sync per run.
-                        jax.block_until_ready(metrics)
-                        first_step_s = time.perf_counter() - t_start
-                    epoch_end = step % steps_per_epoch == 0
-                    if step % config.log_every == 0 or epoch_end or step == stop:
-                        flush(log)
-                    if epoch_end:
-                        epoch = step // steps_per_epoch
-                        if quality and epoch % eval_every == 0:
-                            t_eval = time.perf_counter()
-                            record = {"step": step, "epoch": epoch,
-                                      **quality(_host_generator(g_state), config)}
-                            record["eval_s"] = round(time.perf_counter() - t_eval, 3)
-                            log.write(json.dumps(record) + "\n")
-                            log.flush()
-                            tb.scalars(step, {k: v for k, v in record.items()
-                                              if k not in ("step", "epoch", "eval_s")})
-                            bar.write(_quality_line(epoch, record), file=sys.stderr)
-                        write_outputs(epoch)
-                    elif checkpoint_every and step % checkpoint_every == 0:
-                        flush(log)  # the log never runs ahead of a checkpoint
-                        save()
-                if stop % steps_per_epoch:
-                    write_outputs(None)
-            except KeyboardInterrupt:
-                # Every dispatched step completes: log and save them before leaving.
-                # Not in a multi-process run: a save needs every process at the same
-                # step, and a signal reaches them at different steps (or only one);
-                # the last periodic checkpoint is kept there (see --checkpoint-every).
-                flush(log)
-                if jax.process_count() > 1:
-                    raise Interrupted(None) from None
-                save()
-                raise Interrupted(step) from None
+        try:
+            while step < run.stop:
+                count = steps_in_next_call(step, run, every)
+                # The call donates the states: until its results are stored and
+                # counted, an interrupt must wait (it saves them).
+                with _signals_held():
+                    g_state, d_state, metrics = dispatch(g_state, d_state, run, count)
+                    pending.add(step + 1, count, metrics)
+                    step += count
+                if step == run.start_step + 1:  # start-up cost: one extra sync
+                    jax.block_until_ready(metrics)
+                    first_step_s = time.perf_counter() - t_start
+                epoch = step // run.steps_per_epoch
+                epoch_end = step % run.steps_per_epoch == 0
+                at_checkpoint = bool(every) and step % every == 0
+                if (step % config.log_every == 0 or epoch_end or at_checkpoint
+                        or step == run.stop):  # the log never runs ahead of a save
+                    log_pending(pending, reporter)
+                if epoch_end and quality and epoch % options.eval_every == 0:
+                    t_eval = time.perf_counter()
+                    scores = quality(_host_generator(g_state), config)
+                    reporter.log_quality(step, epoch, scores, time.perf_counter() - t_eval)
+                if epoch_end or step == run.stop:
+                    variables = save_checkpoint(run, g_state, d_state, workdir)
+                    if primary:
+                        write_outputs(workdir, epoch if epoch_end else None, step,
+                                      variables, run, reporter)
+                elif at_checkpoint:
+                    save_checkpoint(run, g_state, d_state, workdir)
+        except KeyboardInterrupt:
+            # Every dispatched step completes: log and save them before leaving.
+            # Not in a multi-process run: a save needs every process at the same
+            # step, and a signal reaches them at different steps (or only one);
+            # the last periodic checkpoint is kept there (see checkpoint_every).
+            log_pending(pending, reporter)
+            if jax.process_count() > 1:
+                raise Interrupted(None) from None
+            save_checkpoint(run, g_state, d_state, workdir)
+            raise Interrupted(step) from None
     except OSError as e:
-        raise TrainError(f"cannot write to workdir {workdir}: {e}") from None
+        raise TrainError(f"cannot write to `workdir` {workdir}: {e}") from None
     finally:
-        bar.close()
-        mngr.close()
-        if tb:
-            tb.close()
-    return FitResult(step, step - start_step, time.perf_counter() - t0,
-                     first_step_s, peak_rss_mb(), last)
+        reporter.close()
+        run.mngr.close()
+    return FitResult(step, step - run.start_step, time.perf_counter() - reporter.t0,
+                     first_step_s, peak_rss_mb(), reporter.last)

@@ -44,11 +44,11 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         args: dict[str, Any] = {}
     else:
         if coordinator is None or num_processes is None or process_id is None:
-            raise ParallelError("--coordinator, --num-processes and --process-id "
+            raise ParallelError("`coordinator`, `num_processes` and `process_id` "
                                 "go together")
         if num_processes < 1 or not 0 <= process_id < num_processes:
-            raise ParallelError(f"--process-id must be in 0..{num_processes - 1} "
-                                f"and --num-processes positive")
+            raise ParallelError(f"`process_id` must be in 0..{num_processes - 1} "
+                                f"and `num_processes` positive")
         args = {"coordinator_address": coordinator, "num_processes": num_processes,
                 "process_id": process_id}
     # CPU devices of different processes talk through Gloo (GPUs use NCCL).
@@ -79,7 +79,7 @@ def make_mesh(devices_per_process: int | None = None) -> Mesh:
     n_local = jax.local_device_count()
     use = n_local if devices_per_process is None else devices_per_process
     if not 1 <= use <= n_local:
-        raise ParallelError(f"--devices must be between 1 and {n_local} "
+        raise ParallelError(f"`devices` must be between 1 and {n_local} "
                             f"(the local {jax.default_backend()} devices), got {use}")
     rows = []
     for p in range(jax.process_count()):
@@ -102,10 +102,10 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def check_batch(mesh: Mesh, batch_size: int, data_shards: int) -> None:
     """The global batch must split evenly over the devices and the data shards."""
     if batch_size % mesh.size:
-        raise ParallelError(f"--batch-size {batch_size} does not split evenly over "
+        raise ParallelError(f"`batch_size` {batch_size} does not split evenly over "
                             f"{mesh.size} devices")
     if batch_size % data_shards:
-        raise ParallelError(f"--batch-size {batch_size} does not split evenly over "
+        raise ParallelError(f"`batch_size` {batch_size} does not split evenly over "
                             f"{data_shards} data shards")
 
 

@@ -113,3 +113,21 @@ def table(rows: Sequence[dict[str, Any]], suffixes: Sequence[str] = ("", "_ema")
         lines.append(f"| {r['epoch']} | {r['train_s'] / 3600:.2f} h | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# losses.png: (title, metrics.jsonl fields, log scale), one panel each.
+PANELS = (("cDCGAN losses", ("d_loss", "g_loss"), False),
+          ("conditional accuracy (train.py --eval-every)", ("cond_acc", "cond_acc_ema"),
+           False),
+          ("Frechet ratio to real digits (train.py --eval-every)",
+           ("fd_ratio", "fd_ratio_ema"), True))
+
+
+def plot_losses(metrics_path: str, out_path: str) -> None:
+    """Draws the losses (and quality figures, when logged) of a run's log."""
+    records = read_log(metrics_path)
+    curves = {name: [(r["step"], r[name]) for r in records if name in r]
+              for _, names, _ in PANELS for name in names}
+    charts.plot([charts.Panel(title, {n: curves[n] for n in names}, log_y=log_y)
+                 for title, names, log_y in PANELS if any(curves[n] for n in names)],
+                out_path)

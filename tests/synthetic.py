@@ -66,6 +66,16 @@ def block_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def block_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Block digits of the given labels: uint8 `[n, 28, 28]`."""
+    images = np.random.default_rng(seed).integers(0, 40, size=(len(labels), 28, 28))
+    images = images.astype(np.uint8)
+    for i, label in enumerate(np.asarray(labels)):
+        r, c = _CORNERS[label]
+        images[i, r:r + _BLOCK, c:c + _BLOCK] = 255
+    return images
+
+
 def classify_blocks(images: np.ndarray) -> np.ndarray:
     """The class whose square is brightest in each image (any scale)."""
     x = np.asarray(images, np.float32).reshape(len(images), 28, 28)

@@ -132,13 +132,29 @@ def test_sample_missing_checkpoint(tmp_path):
     assert "nope" in one_line_error(result)
 
 
+# Runs train.py in a process whose sockets cannot connect: no network, whatever
+# the machine has.
+OFFLINE = ("import socket, runpy, sys\n"
+           "def refuse(*a, **k): raise OSError('network off in this test')\n"
+           "socket.create_connection = refuse\n"
+           "socket.socket.connect = refuse\n"
+           "sys.argv = sys.argv[1:]\n"
+           "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
 def test_train_without_data_names_both_ways_to_supply_it(tmp_path):
+    """No IDX files, no TFDS copy, no network (sockets refused, proxies unset):
+    one line naming --data-dir/TFDS_DATA_DIR and the IDX files."""
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run("train.py", "--workdir", tmp_path / "run", "--data-dir", empty,
-                 "--max-steps", 1)
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    result = subprocess.run(
+        [sys.executable, "-c", OFFLINE, os.path.join(ROOT, "train.py"), "--workdir",
+         str(tmp_path / "run"), "--data-dir", str(empty), "--max-steps", "1"],
+        capture_output=True, text=True, timeout=600,
+        env=dict(env, GAN_COMPILE_CACHE=SHARED_CACHE, JAX_PLATFORMS="cpu"))
     line = one_line_error(result)
-    assert "TFDS_DATA_DIR" in line and "IDX" in line
+    assert "TFDS_DATA_DIR" in line and "IDX" in line and "no network" in line
 
 
 def test_train_refuses_to_resume_with_another_recipe(trained):

@@ -314,7 +314,7 @@ def test_load_tfds_not_found_without_download(tfds, tmp_path):
         str(tmp_path),
         download=False,
     )
-    assert "--data-dir" in msg
+    assert "`data_dir`" in msg             # the setting; the CLI shows --data-dir
 
 
 def test_load_tfds_honours_tfds_data_dir_env(tfds, tmp_path, monkeypatch):

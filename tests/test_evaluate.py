@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gan import classifier, evaluate
-from tests.synthetic import block_digits
+from tests.synthetic import block_digits, block_images
 
 
 # --------------------------------------------------------------------------
@@ -175,6 +175,25 @@ def test_noise_images_score_far_from_real(judged):
     result = evaluate.score(params, noise, np.arange(400) % 10, reference)
     assert result["frechet_ratio"] > 10
     assert result["precision"] < 0.1
+
+
+def test_generated_digits_are_scored_against_the_labels_asked_for(judged, monkeypatch):
+    """A stand-in generator that draws the block digit of each label it is
+    given scores as real digits do; sampling other labels than those scored
+    against would score near 0."""
+    params, reference, _, _ = judged
+    asked = []
+
+    def block_generator(variables, z, labels):
+        asked.append(np.asarray(labels))
+        return block_images(labels, seed=len(asked))
+
+    monkeypatch.setattr(evaluate.sampling, "generate_uint8", block_generator)
+    result = evaluate.evaluate_generator(None, params, reference, num_samples=300,
+                                         with_precision_recall=False)
+    assert np.array_equal(np.bincount(np.concatenate(asked)), np.full(10, 30))
+    assert result["conditional_accuracy"] > 0.95
+    assert min(result["per_digit_accuracy"]) > 0.8
 
 
 def test_sample_inputs_cycle_through_the_digits():

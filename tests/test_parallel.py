@@ -41,12 +41,11 @@ def check_one_step(result: dict) -> None:
     assert result["loss_rel_diff"] < 1e-4
     assert result["g.grad_rel"] < 1e-2 and result["d.grad_rel"] < 1e-2
     assert result["g.batch_stats"] < 1e-4 and result["d.batch_stats"] < 1e-4
-    # Adam's first step moves each parameter by about lr * sign(gradient), so
-    # where a gradient is round-off the sign is noise: within 2 lr everywhere.
-    assert result["g.params_all"] <= 2 * LR * 1.001
-    assert result["d.params_all"] <= 2 * LR * 1.001
-    # The weight average takes (1 - d_1) of those new weights.
-    assert result["g.ema_leaves"] > 0 and result["g.ema_all"] <= 2 * LR * 1.001
+    # Where the gradient is clear of round-off, Adam's first step is lr *
+    # sign(g) on both: the weights (and their average) agree to rounding,
+    # far below the lr a step that went wrong would leave.
+    assert result["g.params_sure"] < 1e-3 * LR and result["d.params_sure"] < 1e-3 * LR
+    assert result["g.ema_leaves"] > 0 and result["g.ema_sure"] < 1e-3 * LR
 
 
 def test_one_step_on_four_devices_equals_one_step_on_one():

@@ -10,7 +10,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from gan import loop
-from gan.config import Config
+from gan.config import Config, RunOptions
 from tests.synthetic import block_digits, write_idx_arrays
 
 # 60 digits at batch 10: 6 steps per epoch; log every 4 steps.
@@ -41,11 +41,13 @@ def run(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("mnist")
     write_idx_arrays(data_dir, *block_digits(60))
     workdir = tmp_path_factory.mktemp("run")
-    loop.fit(CONFIG, str(workdir), str(data_dir), progress=False, checkpoint_every=8,
-             keep=5)
+    loop.train_and_evaluate(CONFIG, RunOptions(
+        workdir=str(workdir), data_dir=str(data_dir), progress=False,
+        checkpoint_every=8, keep=5))
     straight = _events(workdir), _records(workdir)
     shutil.rmtree(workdir / "checkpoints" / "12")
-    loop.fit(CONFIG, str(workdir), str(data_dir), progress=False)
+    loop.train_and_evaluate(CONFIG, RunOptions(
+        workdir=str(workdir), data_dir=str(data_dir), progress=False))
     return straight, (_events(workdir), _records(workdir))
 
 

@@ -11,10 +11,10 @@ import pytest
 from gan import sampling
 from gan.config import Config
 from gan.data import to_float
-from gan.models import NOISE_DIM
+from gan.models import NOISE_DIM, Generator
 from gan.training import (batch_indices, bce_with_logits, create_train_states,
-                          learning_rate_schedule, train_step, train_step_on_data,
-                          train_steps_on_data)
+                          learning_rate_schedule, make_optimizer, train_step,
+                          train_step_on_data, train_steps_on_data)
 from tests.synthetic import block_digits, classify_blocks
 
 B = 8
@@ -196,12 +196,43 @@ def test_bfloat16_step_keeps_float32_state_and_close_losses():
     assert not np.array_equal(losses["bfloat16"], losses["float32"])
 
 
-def test_generator_labels_cover_all_ten_digits():
-    """The seed's randint(0, 9) never drew a 9; ours draws 0..9 uniformly."""
-    keys = jax.random.split(jax.random.key(0), 200)
-    draws = jax.vmap(lambda k: jax.random.randint(jax.random.split(k, 3)[2], (B,),
-                                                  0, 10))(keys)
-    assert set(np.unique(draws).tolist()) == set(range(10))
+def test_generator_labels_the_step_draws_cover_all_ten_digits():
+    """The seed's randint(0, 9) never drew a 9; the step asks G for all ten.
+    Recorded from G's calls inside `train_step` on a batch of zeros: the first
+    call (D's update) gets the batch's labels, the second (G's) the drawn ones."""
+    g, d = create_train_states(Config(), jax.random.key(0))
+    calls = []
+
+    def recording_apply(variables, z, labels, **kwargs):
+        jax.debug.callback(lambda x: calls.append(np.asarray(x)), labels, ordered=True)
+        return Generator().apply(variables, z, labels, **kwargs)
+
+    g = g.replace(apply_fn=recording_apply)
+    images, _ = block_digits(50, seed=1)
+    batch = {"image": to_float(jnp.asarray(images)), "label": jnp.zeros(50, jnp.int32)}
+    step = jax.jit(train_step)
+    for i in range(6):
+        jax.block_until_ready(step(g, d, batch, jax.random.key(i)))
+    assert len(calls) == 12
+    assert all((c == 0).all() for c in calls[0::2])           # D's fakes: the batch's
+    drawn = np.concatenate(calls[1::2])                         # 300 of G's labels
+    assert np.bincount(drawn, minlength=10).min() >= 10, np.bincount(drawn)
+    assert drawn.max() == 9
+
+
+def test_adam_steps_follow_the_decay_schedule():
+    """With a constant gradient, Adam's step is lr_t * g / (|g| + eps) = lr_t:
+    the step sizes show the learning rate the optimizer used at each step."""
+    config = Config(learning_rate=1e-3, decay_steps=2, decay_rate=0.5)
+    tx = make_optimizer(config)
+    params = jnp.zeros(3)
+    state = tx.init(params)
+    sizes = []
+    for _ in range(7):
+        updates, state = tx.update(jnp.ones(3), state, params)
+        sizes.append(-float(updates[0]))
+    np.testing.assert_allclose(sizes, [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4],
+                               rtol=1e-5)
 
 
 def test_batch_stats_move_in_train_mode_only():

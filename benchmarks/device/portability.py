@@ -28,6 +28,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gan import checkpoint, loop, sampling  # noqa: E402
+from gan.config import RunOptions  # noqa: E402
 
 REFERENCE_FILE = "portability_reference.npz"
 
@@ -67,8 +68,9 @@ def main() -> int:
             shutil.copytree(args.workdir, copy)
             # One step per dispatch: XLA:CPU runs the many-step loop slowly.
             config = dataclasses.replace(checkpoint.load_config(copy), steps_per_call=1)
-            fit = loop.fit(config, copy, args.data_dir, max_steps=step + 1,
-                           progress=False)
+            options = RunOptions(workdir=copy, data_dir=args.data_dir,
+                                 max_steps=step + 1, progress=False)
+            fit = loop.train_and_evaluate(config, options)
             result["resumed_to_step"] = fit.step
             result["resumed_losses"] = fit.last_metrics
     # At full precision: GPUs may use TF32 for fp32 matmuls by default.
