@@ -33,8 +33,9 @@ def parse_args(argv: list[str] | None):
                    "needs a train.py workdir as --checkpoint")
     p.add_argument("--seed", type=cli.seed, default=0, help="noise seed of the samples")
     p.add_argument("--classifier", default=None,
-                   help="classifier file, trained there when missing (default: "
-                   "~/.cache/cdcgan-jax/mnist_classifier.msgpack)")
+                   help="the judging classifier's file, trained on MNIST there when "
+                   "missing (to retrain: a new path); default: the one shipped in "
+                   "weights/")
     p.add_argument("--data-dir", default=None,
                    help="MNIST: TFDS data dir or IDX folder (as train.py)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from gan import checkpoint, classifier, data, evaluate
 
     checkpoint_path = args.checkpoint or checkpoint.PRETRAINED
-    classifier_path = args.classifier or classifier.DEFAULT_PATH
+    classifier_path = args.classifier or classifier.PRETRAINED
     try:
         weights = checkpoint.load_sampler(checkpoint_path, raw=args.raw)
         train = data.load_mnist(args.data_dir, "train")

@@ -1,7 +1,10 @@
 """Write digits on request from a trained generator.
 
-    python sample.py --digits 2026 --out 2026.png          # pretrained generator
-    python sample.py --checkpoint runs/x --digits 2026    # your own run
+    python sample.py --number 2026 --styles 8 --out 2026.png   # a number, 8 hands
+    python sample.py --digits 0123456789 --per-digit 10        # a grid, a row per digit
+    python sample.py --interpolate styles --number 2026        # a GIF between hands
+    python sample.py --interpolate digits --out morph.gif      # 0 -> 1 -> ... -> 9
+    python sample.py --checkpoint runs/x --number 2026         # your own run
 """
 
 from __future__ import annotations
@@ -11,75 +14,130 @@ import sys
 
 from gan import cli
 
-# One generated image takes ~0.4 MB of activations in a chunk; this bounds the
-# request so a typo cannot exhaust memory (the output alone is 784 bytes each).
-MAX_IMAGES = 1_000_000
+# The widest grid picture written (pixels, a 4K screen): wider requests show
+# their first columns (the .npz holds every sample).
+MAX_GRID_WIDTH = 3840
+# What a run writes when --out is not given.
+DEFAULT_OUT = {"grid": "samples.png", "number": "number.png", "interpolate": "morph.gif"}
 
 
 def parse_args(argv: list[str] | None):
     p = cli.ArgumentParser(
-        description="Sample digit grids (and optionally an .npz dataset) from a "
-        "train.py workdir.",
+        description="Write digits with a trained generator: a number in several "
+        "handwritings (--number), a grid with a row per digit (--digits), or a GIF "
+        "morphing between handwritings or digits (--interpolate).",
         formatter_class=cli.argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None,
                    help="a train.py --workdir (its latest checkpoint is used) or a "
                    "generator.msgpack file (default: the pretrained generator in "
                    "weights/)")
+    p.add_argument("--number", default=None,
+                   help="digits (and spaces) to write left to right, e.g. 2026 or "
+                   "'2026 11 30'; one line per handwriting (--styles)")
+    p.add_argument("--styles", type=int, default=4,
+                   help="handwritings: lines of --number, columns of --interpolate")
     p.add_argument("--digits", default="0123456789",
-                   help="digits to write, one grid row each, e.g. 2026")
+                   help="grid mode: digits to write, one grid row each")
     p.add_argument("--per-digit", type=int, default=10,
-                   help="samples per requested digit (grid columns)")
+                   help="grid mode: samples per digit (grid columns)")
+    p.add_argument("--interpolate", choices=("styles", "digits"), default=None,
+                   help="write a GIF: --number morphing through --styles "
+                   "handwritings, or each digit turning into the next")
+    p.add_argument("--verify", action="store_true",
+                   help="read every digit with the MNIST classifier and redraw the "
+                   "misread ones (a whole line for --number)")
     p.add_argument("--raw", action="store_true",
                    help="sample G's own weights, not their average (EMA); "
                    "needs a train.py workdir as --checkpoint")
-    p.add_argument("--seed", type=cli.seed, default=0,
-                   help="noise seed; column c uses the same noise in every row")
-    p.add_argument("--out", default="samples.png", help="grid PNG to write")
-    p.add_argument("--scale", type=int, default=2, help="grid upscaling factor")
+    p.add_argument("--seed", type=cli.seed, default=0, help="noise seed")
+    p.add_argument("--out", default=None,
+                   help="PNG (GIF for --interpolate) to write (default: "
+                   + ", ".join(f"{v} for {k}" for k, v in DEFAULT_OUT.items())
+                   + "; with --npz, none unless given)")
+    p.add_argument("--scale", type=int, default=2, help="picture upscaling factor")
     p.add_argument("--npz", default=None,
-                   help="also write images (uint8 [N,28,28]) and labels (int [N])")
+                   help="also write the digits: images (uint8 [N,28,28]), labels "
+                   "(int [N]), and for --number each one's line and position")
     return p.parse_args(argv)
+
+
+def check_args(args) -> tuple[str, str | None]:
+    """(mode, picture path or None); one line and exit 2 for what cannot work."""
+    mode = "interpolate" if args.interpolate else (
+        "number" if args.number is not None else "grid")
+    if args.interpolate == "styles" and args.number is None:
+        cli.fail("--interpolate styles needs --number, e.g. --number 2026")
+    if args.npz and mode == "interpolate":
+        cli.fail("--npz is for --number and --digits, not --interpolate")
+    if args.scale <= 0 or args.scale > 16:
+        cli.fail(f"--scale must be between 1 and 16, got {args.scale}")
+    out = args.out or (None if args.npz else DEFAULT_OUT[mode])
+    suffix = ".gif" if mode == "interpolate" else ".png"
+    if out is not None:
+        if not out.lower().endswith(suffix):
+            cli.fail(f"--out {out}: this writes a {suffix[1:].upper()} file, so the "
+                     f"name must end in {suffix}")
+        cli.check_writable(out, "--out")
+    if args.npz:
+        cli.check_writable(args.npz, "--npz")
+    for flag, path in (("--out", out), ("--npz", args.npz)):
+        if path and args.checkpoint and os.path.exists(path) and os.path.exists(
+                args.checkpoint) and os.path.samefile(path, args.checkpoint):
+            cli.fail(f"{flag} {path} is the --checkpoint file")
+    return mode, out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.digits or not args.digits.isdigit() or not args.digits.isascii():
-        cli.fail(f"--digits must be digits 0-9, like 2026; got {args.digits!r}")
-    if args.per_digit <= 0:
-        cli.fail(f"--per-digit must be positive, got {args.per_digit}")
-    if len(args.digits) * args.per_digit > MAX_IMAGES:
-        cli.fail(f"{len(args.digits) * args.per_digit} images requested; the "
-                 f"limit is {MAX_IMAGES}")
-    if args.scale <= 0:
-        cli.fail(f"--scale must be positive, got {args.scale}")
-    cli.check_writable(args.out, "--out")
-    if args.npz:
-        cli.check_writable(args.npz, "--npz")
+    mode, out = check_args(args)
     cli.enable_compile_cache()
 
-    import jax
-    import numpy as np
-    from gan import checkpoint, images, sampling
+    import numpy as np  # noqa: PLC0415 - imported here so --help stays instant.
+    from gan import checkpoint, images, writer  # noqa: PLC0415
 
     try:
-        weights = checkpoint.load_sampler(args.checkpoint or checkpoint.PRETRAINED,
-                                          raw=args.raw)
-    except checkpoint.CheckpointError as e:
+        w = writer.DigitWriter.load(args.checkpoint, raw=args.raw)
+        if mode == "number":
+            number = w.number(args.number, args.styles, args.seed, args.verify)
+            arrays, redrawn = number.digits(), number.redrawn
+            picture = images.number_image(number.images, args.scale)
+            what = f"{args.number!r} in {args.styles} handwriting(s)"
+        elif mode == "grid":
+            cells, redrawn = w.grid(args.digits, args.per_digit, args.seed, args.verify)
+            arrays = {"images": cells.reshape(-1, 28, 28), "labels": np.repeat(
+                np.array([int(d) for d in args.digits], np.int32), args.per_digit)}
+            cols = min(args.per_digit, MAX_GRID_WIDTH // (28 * args.scale + 2))
+            picture = images.grid_image(cells[:, :cols].reshape(-1, 28, 28),
+                                        len(args.digits), cols, args.scale)
+            what = (f"{len(args.digits) * args.per_digit} digits ({args.digits} x "
+                    f"{args.per_digit})")
+            if cols < args.per_digit and out:
+                what += f"; the picture shows the first {cols} columns"
+        else:
+            frames = (w.style_morph(args.number, args.styles, seed=args.seed)
+                      if args.interpolate == "styles" else
+                      w.digit_morph(args.styles, seed=args.seed))  # [F, cells, 28, 28]
+            frames = frames[:, None]                               # a line per frame
+            pictures = [images.number_image(f, args.scale) for f in frames]
+            what = f"a {len(frames)}-frame morph ({args.interpolate})"
+    except (checkpoint.CheckpointError, writer.WriterError) as e:
         cli.fail(str(e))
-    digits = [int(c) for c in args.digits]
-    z, labels = sampling.digit_rows(jax.random.key(args.seed), digits, args.per_digit)
-    out = sampling.generate_uint8(weights.variables, z, labels)
     try:
-        images.save_grid(args.out, out, len(digits), args.per_digit, args.scale)
+        if mode == "interpolate":
+            images.save_frames_gif(pictures, out)
+        elif out:
+            images.save_png(out, picture)
         if args.npz:
             tmp = args.npz + ".tmp.npz"
-            np.savez_compressed(tmp, images=out, labels=labels)
+            np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
             os.replace(tmp, args.npz)
     except OSError as e:
         cli.fail(f"cannot write output: {e}")
-    which = " (EMA)" if weights.averaged else ""
-    print(f"wrote {len(out)} digits ({args.digits} x {args.per_digit}) from step "
-          f"{weights.step}{which} to {args.out}" + (f" and {args.npz}" if args.npz else ""))
+    source = f"step {w.step}" + (" (EMA)" if w.averaged else "")
+    targets = " and ".join(p for p in (out, args.npz) if p)
+    verified = (f"; {redrawn} {'line' if mode == 'number' else 'digit'}(s) redrawn "
+                "after the classifier misread them" if args.verify else "")
+    print(f"wrote {what} from {source} to {targets}{verified}")
     return 0
 
 

@@ -138,7 +138,7 @@ class RunOptions:
         "ratio; see evaluate.py) and log them beside the losses")
     classifier: str | None = setting(
         None, "the `eval_every` classifier file, trained there when missing "
-        "(default: ~/.cache/cdcgan-jax/mnist_classifier.msgpack)")
+        "(default: the one shipped in weights/)")
     devices: int | None = setting(None, "devices (per process) to split each "
                                   "batch over (default: all local devices)")
     coordinator: str | None = setting(None, "multi-process runs: host:port of "

@@ -107,6 +107,10 @@ def _atomic_save(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes the file 0600; give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         # BaseException too: a Ctrl-C mid-save should not leave .tmp litter behind.
@@ -175,3 +179,39 @@ def save_gif(frame_paths: Sequence[str | os.PathLike[str]], path: str | os.PathL
         )
 
     _atomic_save(path, write)
+
+
+# Black gap between the digits of a number, and between its lines (pixels at
+# scale 1): a written number, not a grid.
+DIGIT_GAP = 2
+LINE_GAP = 8
+
+
+def number_image(cells: np.ndarray, scale: int = 1) -> Image.Image:
+    """Lines of digits left to right, uint8 `[lines, L, 28, 28]` (blank cells
+    black), on black with DIGIT_GAP between digits and LINE_GAP between lines."""
+    lines, length, h, w = cells.shape
+    canvas = np.zeros((lines * (h + LINE_GAP) + LINE_GAP,
+                       length * (w + DIGIT_GAP) - DIGIT_GAP + 2 * LINE_GAP), np.uint8)
+    for r in range(lines):
+        for c in range(length):
+            y, x = LINE_GAP + r * (h + LINE_GAP), LINE_GAP + c * (w + DIGIT_GAP)
+            canvas[y:y + h, x:x + w] = cells[r, c]
+    image = Image.fromarray(canvas, mode="L")
+    return image.resize((image.width * scale, image.height * scale),
+                        Image.Resampling.NEAREST) if scale > 1 else image
+
+
+def save_png(path: str | os.PathLike[str], image: Image.Image) -> None:
+    """Writes a picture atomically as a PNG."""
+    _atomic_save(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def save_frames_gif(frames: Sequence[Image.Image], path: str | os.PathLike[str],
+                    duration_ms: int = 80) -> None:
+    """Writes pictures of one size as an endlessly looping GIF, atomically."""
+    if not frames:
+        raise ValueError("save_frames_gif needs at least one frame")
+    _atomic_save(path, lambda tmp: frames[0].save(
+        tmp, format="GIF", save_all=True, append_images=list(frames[1:]),
+        duration=duration_ms, loop=0))

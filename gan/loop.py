@@ -135,7 +135,7 @@ class QuickEval:
         self._evaluate = evaluate
         say = (lambda m: tqdm.write(m, file=sys.stderr)) if progress else None
         try:
-            clf = classifier.load_or_train(classifier_path or classifier.DEFAULT_PATH,
+            clf = classifier.load_or_train(classifier_path or classifier.PRETRAINED,
                                            data_dir, progress=say)
         except classifier.ClassifierError as e:
             raise TrainError(str(e)) from None

@@ -14,7 +14,7 @@ BatchNorm statistics and gradients.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -43,6 +43,14 @@ bias_init: Initializer = nn.initializers.zeros
 # ---------------------------------------------------------------------------
 
 
+def label_input(labels: jax.Array, dtype: Any) -> jax.Array:
+    """G's label input `[B, 10]`: the one-hot rows of int labels `[B]`, or label
+    vectors `[B, 10]` as given (blends of digits, for morphing one into another)."""
+    if labels.ndim == 2:
+        return labels.astype(dtype)
+    return jax.nn.one_hot(labels, NUM_CLASSES, dtype=dtype)
+
+
 def _plain_bn(name: str, train: bool) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                         epsilon=BN_EPSILON, name=name)
@@ -55,7 +63,7 @@ class PlainGenerator(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array, train: bool = True
                  ) -> jax.Array:
-        x = jnp.concatenate([z, jax.nn.one_hot(labels, NUM_CLASSES, dtype=z.dtype)],
+        x = jnp.concatenate([z, label_input(labels, z.dtype)],
                             axis=-1)[:, None, None, :]                 # [B, 1, 1, 110]
         conv_t = functools.partial(nn.ConvTranspose, kernel_init=kernel_init,
                                    bias_init=bias_init)
@@ -156,8 +164,7 @@ class Generator(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array, train: bool = True
                  ) -> jax.Array:
-        x = jnp.concatenate([z, jax.nn.one_hot(labels, NUM_CLASSES, dtype=z.dtype)],
-                            axis=-1)                                  # [B, 110]
+        x = jnp.concatenate([z, label_input(labels, z.dtype)], axis=-1)  # [B, 110]
         # nn.ConvTranspose(256, (7, 7), padding='VALID') of the [B, 1, 1, 110] input.
         conv = functools.partial(Conv, dtype=self.dtype)
         x = conv(256, 7, layers.conv_transpose_from_1x1, name="deconv1")(x)  # [B, 7, 7, 256]

@@ -40,7 +40,7 @@ def main() -> int:
     restored = checkpoint.restore(args.workdir)
     config = checkpoint.load_config(args.workdir)
     g_state, step = restored.g_state, int(restored.g_state.step)
-    clf = classifier.load_or_train(args.classifier or classifier.DEFAULT_PATH,
+    clf = classifier.load_or_train(args.classifier or classifier.PRETRAINED,
                                    args.data_dir)
     reference = evaluate.make_reference(
         clf.params, data.load_mnist(args.data_dir, "train"),

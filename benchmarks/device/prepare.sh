@@ -6,7 +6,7 @@
 set -euo pipefail
 D=.device
 SHARED=${SHARED:-../shared}
-CLASSIFIER=${CLASSIFIER:-$HOME/.cache/cdcgan-jax/mnist_classifier.msgpack}
+CLASSIFIER=${CLASSIFIER:-weights/mnist_classifier.msgpack}
 # The copied data keep the read-only mode of ../shared: make them removable.
 [ -d "$D" ] && chmod -R u+w "$D"
 rm -rf "$D" && mkdir -p "$D"

@@ -1,0 +1,46 @@
+"""The web page: `python app.py`, then open http://127.0.0.1:7860."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from gan import cli
+
+
+def parse_args(argv: list[str] | None):
+    p = cli.ArgumentParser(
+        description="Serve a web page that writes numbers with the generator.",
+        formatter_class=cli.argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=None,
+                   help="a train.py --workdir or a generator.msgpack file (default: "
+                   "the pretrained generator in weights/)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        cli.fail(f"--port must be between 1 and 65535, got {args.port}")
+    # No telemetry calls from a local demo (and none can leave a closed network).
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    cli.enable_compile_cache()
+    from gan import checkpoint, webapp  # noqa: PLC0415 - --help stays instant.
+    try:
+        writer = webapp.DigitWriter.load(args.checkpoint)
+    except checkpoint.CheckpointError as e:
+        cli.fail(str(e))
+    writer.number(webapp.EXAMPLE, 8)  # compile before the first visitor
+    page = webapp.build(writer)
+    try:
+        page.launch(server_name=args.host, server_port=args.port, show_error=True)
+    except OSError as e:
+        cli.fail(f"cannot serve on {args.host}:{args.port}: {e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

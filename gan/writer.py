@@ -1,0 +1,247 @@
+"""Digits, numbers and morphs on request: the Python API behind sample.py and
+app.py.
+
+    from gan import DigitWriter
+    writer = DigitWriter.load()                     # weights/generator.msgpack
+    lines = writer.number("2026", styles=4).images  # uint8 [4, 4, 28, 28]
+    grid = writer.grid("0123456789", per_digit=10)  # uint8 [10, 10, 28, 28]
+
+Everything random follows from `seed`: the same call gives the same pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from gan import checkpoint, sampling
+from gan.models import NOISE_DIM, NUM_CLASSES
+
+# Longest number `number` writes (characters, spaces included).
+MAX_NUMBER = 64
+# Most digits one request draws (grids): ~0.4 MB of activations each per chunk,
+# so a typo cannot exhaust memory.
+MAX_IMAGES = 1_000_000
+# Most handwriting lines (or grid columns) per request.
+MAX_STYLES = 64
+# A verified digit must be read as itself with at least this probability.
+MIN_CONFIDENCE = 0.9
+# Fresh draws a line (or digit) gets before its last draw is kept as it is.
+MAX_REDRAWS = 20
+
+# (images uint8 [N, 28, 28]) -> (digit read [N], its probability [N]).
+Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+class WriterError(ValueError):
+    """A request no writer can fill (bad text, counts); the message is one line."""
+
+
+@dataclasses.dataclass
+class Number:
+    """A number written in `styles` handwritings, one line each."""
+    text: str
+    images: np.ndarray   # uint8 [styles, len(text), 28, 28]; spaces are black cells
+    redrawn: int         # lines redrawn because a digit was misread (verify)
+    unverified: int      # lines still misread after MAX_REDRAWS draws
+
+    def digits(self) -> dict[str, np.ndarray]:
+        """The digit cells, line by line: `images` uint8 `[N, 28, 28]`, `labels`,
+        and each one's `line` and `position` (index in `text`)."""
+        positions = np.array([i for i, c in enumerate(self.text) if c != " "], np.int32)
+        lines = np.repeat(np.arange(len(self.images), dtype=np.int32), len(positions))
+        return {"images": self.images[:, positions].reshape(-1, 28, 28),
+                "labels": np.tile(np.array([int(self.text[p]) for p in positions],
+                                           np.int32), len(self.images)),
+                "line": lines, "position": np.tile(positions, len(self.images))}
+
+
+def check_number(text: str) -> None:
+    """Raises WriterError unless `text` is 1..MAX_NUMBER digits and spaces."""
+    if not text.strip():
+        raise WriterError("write at least one digit, like 2026")
+    if len(text) > MAX_NUMBER:
+        raise WriterError(f"numbers have at most {MAX_NUMBER} characters, got "
+                          f"{len(text)}")
+    bad = sorted({c for c in text if c not in "0123456789 "})
+    if bad:
+        raise WriterError("only digits 0-9 and spaces can be written, not "
+                          + " ".join(repr(c) for c in bad))
+
+
+def check_count(name: str, value: int, most: int) -> None:
+    """Raises WriterError unless the setting `name` is in 1..most."""
+    if not 1 <= value <= most:
+        raise WriterError(f"`{name}` must be between 1 and {most}, got {value}")
+
+
+def classifier_reader(params: Any) -> Reader:
+    """A Reader from the MNIST classifier's parameters (`gan.classifier`)."""
+    from gan import classifier  # noqa: PLC0415 - only when verifying.
+
+    def read(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, _ = classifier.predict(params, images)
+        probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+        return probs.argmax(axis=-1), probs.max(axis=-1)
+    return read
+
+
+class DigitWriter:
+    """A generator's weights (and, to verify, a reader of digits).
+
+    Args:
+      variables: G's `params` and `batch_stats` (e.g. `checkpoint.load_sampler`).
+      reader: reads digits for `verify=True`; default: the shipped classifier,
+        loaded when first needed.
+    """
+
+    def __init__(self, variables: Any, reader: Reader | None = None,
+                 step: int | None = None, averaged: bool = False):
+        self.variables, self._reader = variables, reader
+        self.step, self.averaged = step, averaged
+
+    @classmethod
+    def load(cls, path: str | None = None, raw: bool = False,
+             reader: Reader | None = None) -> DigitWriter:
+        """From a generator file or a train.py workdir (default: the shipped
+        generator); raises checkpoint.CheckpointError with one line."""
+        weights = checkpoint.load_sampler(path or checkpoint.PRETRAINED, raw=raw)
+        return cls(weights.variables, reader, weights.step, weights.averaged)
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            from gan import classifier  # noqa: PLC0415
+            try:
+                loaded = classifier.load(classifier.PRETRAINED)
+            except classifier.ClassifierError as e:
+                raise WriterError(str(e)) from None
+            self._reader = classifier_reader(loaded.params)
+        return self._reader
+
+    def draw(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """uint8 `[N, 28, 28]` for noise `[N, NOISE_DIM]` and labels: int `[N]`, or
+        float `[N, 10]` label vectors (one-hot rows give the int labels' digits)."""
+        return sampling.generate_uint8(self.variables, np.asarray(z, np.float32),
+                                       np.asarray(labels))
+
+    def grid(self, digits: str = "0123456789", per_digit: int = 10, seed: int = 0,
+             verify: bool = False) -> tuple[np.ndarray, int]:
+        """A row per digit, a column per noise vector (the same down a column):
+        uint8 `[len(digits), per_digit, 28, 28]`, and the cells redrawn."""
+        if not digits or not set(digits) <= set("0123456789"):
+            raise WriterError(f"`digits` must be digits 0-9, like 2026; got {digits!r}")
+        if per_digit <= 0:
+            raise WriterError(f"`per_digit` must be positive, got {per_digit}")
+        if len(digits) * per_digit > MAX_IMAGES:
+            raise WriterError(f"{len(digits) * per_digit} images requested; the limit "
+                              f"is {MAX_IMAGES}")
+        key = jax.random.key(seed)
+        z, labels = sampling.digit_rows(key, [int(c) for c in digits], per_digit)
+        images = self.draw(z, labels)
+        redrawn = 0
+        if verify:  # each misread cell on its own, with fresh noise
+            images, redrawn, _ = self._verified(images, z, labels, key,
+                                                np.arange(len(labels)))
+        return images.reshape(len(digits), per_digit, 28, 28), redrawn
+
+    def number(self, text: str, styles: int = 1, seed: int = 0,
+               verify: bool = False) -> Number:
+        """`text` (digits and spaces) written `styles` times, each line in one
+        handwriting: the same noise vector for every digit of a line."""
+        check_number(text)
+        check_count("styles", styles, MAX_STYLES)
+        key = jax.random.key(seed)
+        cells = [i for i, c in enumerate(text) if c != " "]
+        labels = np.tile(np.array([int(text[i]) for i in cells], np.int32), styles)
+        lines = np.repeat(np.arange(styles), len(cells))
+        z = line_noise(key, styles)[lines]                       # [styles * L', 100]
+        drawn = self.draw(z, labels)
+        redrawn = unverified = 0
+        if verify:  # a misread digit redraws its whole line: one handwriting
+            drawn, redrawn, unverified = self._verified(drawn, z, labels, key, lines)
+        images = np.zeros((styles, len(text), 28, 28), np.uint8)
+        images[:, cells] = drawn.reshape(styles, len(cells), 28, 28)
+        return Number(text, images, redrawn, unverified)
+
+    def style_morph(self, text: str, styles: int = 4, frames_per_style: int = 12,
+                    seed: int = 0) -> np.ndarray:
+        """`text` morphing through `styles` handwritings and back to the first:
+        uint8 `[styles * frames_per_style, len(text), 28, 28]`, a frame per line,
+        along great circles between the lines' noise vectors (`slerp`)."""
+        check_number(text)
+        check_count("styles", styles, MAX_STYLES)
+        check_count("frames_per_style", frames_per_style, 100)
+        noise = line_noise(jax.random.key(seed), styles)
+        t = np.arange(frames_per_style) / frames_per_style
+        path = np.concatenate([slerp(noise[i], noise[(i + 1) % styles], t)
+                               for i in range(styles)])          # [F, NOISE_DIM]
+        cells = [i for i, c in enumerate(text) if c != " "]
+        labels = np.array([int(text[i]) for i in cells], np.int32)
+        drawn = self.draw(np.repeat(path, len(cells), axis=0), np.tile(labels, len(path)))
+        frames = np.zeros((len(path), len(text), 28, 28), np.uint8)
+        frames[:, cells] = drawn.reshape(len(path), len(cells), 28, 28)
+        return frames
+
+    def digit_morph(self, styles: int = 8, frames_per_digit: int = 8,
+                    seed: int = 0) -> np.ndarray:
+        """Each digit turning into the next, 0 to 1 to ... to 9 and back to 0, in
+        `styles` handwritings: uint8 `[10 * frames_per_digit, styles, 28, 28]`.
+        The label input moves in a straight line between one-hot vectors."""
+        check_count("styles", styles, MAX_STYLES)
+        check_count("frames_per_digit", frames_per_digit, 100)
+        t = (np.arange(frames_per_digit) / frames_per_digit)[:, None]
+        eye = np.eye(NUM_CLASSES, dtype=np.float32)
+        vectors = np.concatenate([(1 - t) * eye[d] + t * eye[(d + 1) % NUM_CLASSES]
+                                  for d in range(NUM_CLASSES)])  # [F, 10]
+        noise = line_noise(jax.random.key(seed), styles)
+        drawn = self.draw(np.tile(noise, (len(vectors), 1)),
+                          np.repeat(vectors, styles, axis=0).astype(np.float32))
+        return drawn.reshape(len(vectors), styles, 28, 28)
+
+    def _verified(self, images: np.ndarray, z: np.ndarray, labels: np.ndarray,
+                  key: jax.Array, groups: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """Redraws every group (line or cell) holding a misread digit with fresh
+        noise, one vector per group, up to MAX_REDRAWS times."""
+        images, z = images.copy(), z.copy()
+        redrawn, bad = set(), self._misread_groups(images, labels, groups)
+        for attempt in range(1, MAX_REDRAWS + 1):
+            if not len(bad):
+                break
+            redrawn.update(bad.tolist())
+            fresh = np.asarray(jax.random.normal(jax.random.fold_in(key, attempt),
+                                                 (groups.max() + 1, NOISE_DIM)))
+            rows = np.isin(groups, bad)
+            z[rows] = fresh[groups[rows]]
+            images[rows] = self.draw(z[rows], labels[rows])
+            bad = self._misread_groups(images, labels, groups)
+        return images, len(redrawn), len(bad)
+
+    def _misread_groups(self, images: np.ndarray, labels: np.ndarray,
+                        groups: np.ndarray) -> np.ndarray:
+        read, confidence = self.reader(images)
+        wrong = (np.asarray(read) != labels) | (np.asarray(confidence) < MIN_CONFIDENCE)
+        return np.unique(groups[wrong])
+
+
+def line_noise(key: jax.Array, styles: int) -> np.ndarray:
+    """One noise vector per handwriting line, float32 `[styles, NOISE_DIM]`."""
+    return np.asarray(jax.random.normal(key, (styles, NOISE_DIM)), np.float32)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Points `[len(t), D]` on the great circle from `a` (t = 0) to `b` (t = 1),
+    their norms interpolated linearly: Gaussian noise lives near a sphere, and a
+    straight line between two samples passes through unlikely short vectors."""
+    t = np.asarray(t, np.float64)[:, None]
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    ua, ub = a / na, b / nb
+    omega = np.arccos(np.clip(ua @ ub, -1.0, 1.0))
+    if omega < 1e-6:  # (nearly) the same direction
+        direction = (1 - t) * ua + t * ub
+    else:
+        direction = (np.sin((1 - t) * omega) * ua + np.sin(t * omega) * ub) / np.sin(omega)
+    return (((1 - t) * na + t * nb) * direction).astype(np.float32)
