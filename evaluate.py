@@ -48,10 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         cli.fail(f"--num-samples must be between {MIN_SAMPLES} and {MAX_SAMPLES}, "
                  f"got {args.num_samples}")
     if args.json:
+        if not args.json.lower().endswith(".json"):
+            cli.fail(f"--json {args.json}: the name must end in .json")
         cli.check_writable(args.json, "--json")
     cli.enable_compile_cache()
 
-    from gan import checkpoint, classifier, data, evaluate
+    from gan import checkpoint, classifier, data, evaluate, files
 
     checkpoint_path = args.checkpoint or checkpoint.PRETRAINED
     classifier_path = args.classifier or classifier.PRETRAINED
@@ -77,11 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generator              {checkpoint_path} (step {weights.step}, {which})")
     print(evaluate.format_table(result))
     if args.json:
-        tmp = args.json + ".tmp"
-        try:
+        text = json.dumps(evaluate.json_ready(result), indent=2, allow_nan=False)
+
+        def write(tmp: str) -> None:
             with open(tmp, "w") as f:
-                json.dump(evaluate.json_ready(result), f, indent=2, allow_nan=False)
-            os.replace(tmp, args.json)
+                f.write(text)
+        try:
+            files.write_atomically(args.json, write)
         except OSError as e:
             cli.fail(f"cannot write {args.json}: {e.strerror or e}")
     return 0

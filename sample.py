@@ -79,6 +79,8 @@ def check_args(args) -> tuple[str, str | None]:
                      f"name must end in {suffix}")
         cli.check_writable(out, "--out")
     if args.npz:
+        if not args.npz.lower().endswith(".npz"):
+            cli.fail(f"--npz {args.npz}: the name must end in .npz")
         cli.check_writable(args.npz, "--npz")
     for flag, path in (("--out", out), ("--npz", args.npz)):
         if path and args.checkpoint and os.path.exists(path) and os.path.exists(
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.enable_compile_cache()
 
     import numpy as np  # noqa: PLC0415 - imported here so --help stays instant.
-    from gan import checkpoint, images, writer  # noqa: PLC0415
+    from gan import checkpoint, files, images, writer  # noqa: PLC0415
 
     try:
         w = writer.DigitWriter.load(args.checkpoint, raw=args.raw)
@@ -127,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             images.save_frames_gif(pictures, out)
         elif out:
             images.save_png(out, picture)
-        if args.npz:
-            tmp = args.npz + ".tmp.npz"
-            np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-            os.replace(tmp, args.npz)
+        if args.npz:  # np.savez on a file object: it would add .npz to a name
+            def write_npz(tmp: str) -> None:
+                with open(tmp, "wb") as f:
+                    np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
+            files.write_atomically(args.npz, write_npz)
     except OSError as e:
         cli.fail(f"cannot write output: {e}")
     source = f"step {w.step}" + (" (EMA)" if w.averaged else "")

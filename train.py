@@ -57,6 +57,10 @@ def _main(argv: list[str] | None) -> int:
         cli.fail(str(e))
     if not parallel.is_primary():
         return 0
+    if result.steps_run == 0:
+        print(f"step {result.step}: nothing to train, the run in {options.workdir} "
+              "already reached its last step (raise --epochs or --max-steps to go on)")
+        return 0
     rate = result.steps_run * config.batch_size / max(result.train_seconds, 1e-9)
     print(f"step {result.step}: ran {result.steps_run} steps in "
           f"{result.train_seconds:.1f} s ({rate:.0f} img/s, compile included; "

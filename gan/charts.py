@@ -13,6 +13,8 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: files only, never a window
 from matplotlib import pyplot as plt, ticker  # noqa: E402
 
+from gan import files  # noqa: E402
+
 # One panel's size in inches at DPI dots per inch: 800 x 300 pixels.
 PANEL_SIZE = (8.0, 3.0)
 DPI = 100
@@ -46,13 +48,7 @@ def plot(panels: Sequence[Panel], path: str | os.PathLike[str], xlabel: str = "s
         for ax, panel in zip(axes.flat, panels):
             _draw(ax, panel, xlabel)
         fig.tight_layout()
-        tmp = f"{os.fspath(path)}.tmp.png"
-        try:
-            fig.savefig(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        files.write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
 

@@ -8,8 +8,10 @@ so a run killed mid-save leaves the previous checkpoint intact. Nothing is pickl
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import sys
 from typing import Any
 
 import jax
@@ -17,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
 
-from gan import ema
+from gan import ema, files
 from gan.config import Config
 from gan.models import NOISE_DIM, Generator
 from gan.training import TrainState, create_train_states
@@ -50,11 +52,9 @@ class Restored:
 
 def save_config(workdir: str, config: Config) -> None:
     """Writes the run's config as JSON, atomically."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
-    os.replace(tmp, path)
+    text = json.dumps(dataclasses.asdict(config), indent=2)
+    files.write_atomically(os.path.join(workdir, CONFIG_FILE),
+                           lambda tmp: _write_bytes(tmp, text.encode()))
 
 
 def load_config(workdir: str) -> Config | None:
@@ -71,6 +71,8 @@ def load_config(workdir: str) -> Config | None:
 
 def _config_from_dict(fields: dict[str, Any]) -> Config:
     """A Config from saved fields; fields this version does not know are dropped."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"holds {type(fields).__name__}, not a config")
     known = {f.name for f in dataclasses.fields(Config)}
     fields = {**LEGACY_FIELDS, **{k: v for k, v in fields.items() if k in known}}
     if "ema_compare" in fields:  # a JSON list
@@ -99,13 +101,44 @@ def _payload(g_state: TrainState, d_state: TrainState, key: jax.Array) -> dict:
     return payload
 
 
+# Name of the SHA-256 of a checkpoint's arrays, saved with them (uint8 [32]).
+DIGEST = "sha256"
+
+
+def digest(tree: Any) -> str:
+    """SHA-256 over every array of a tree: names, shapes, dtypes and bytes.
+    Integers count as int64, so a step saved as a Python int and restored as
+    an array has one digest."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]:
+        a = np.asarray(leaf)
+        if a.dtype.kind in "iub":
+            a = a.astype(np.int64)
+        h.update(f"{jax.tree_util.keystr(path)}|{a.shape}|{a.dtype.str}|".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+_warned: set[str] = set()
+
+
+def _unverified(what: str) -> None:
+    """Says once per file that it predates checksums (it still loads)."""
+    if what not in _warned:
+        _warned.add(what)
+        print(f"note: {what} has no checksum to verify (written before checksums)",
+              file=sys.stderr)
+
+
 def save(mngr: ocp.CheckpointManager, g_state: TrainState, d_state: TrainState,
          key: jax.Array) -> None:
     """Saves both states and the key at step `d_state.step`; waits until written."""
     step = int(d_state.step)
     if step in mngr.all_steps():
         return
-    mngr.save(step, args=ocp.args.StandardSave(_payload(g_state, d_state, key)))
+    payload = _payload(g_state, d_state, key)
+    payload[DIGEST] = np.frombuffer(bytes.fromhex(digest(payload)), np.uint8)
+    mngr.save(step, args=ocp.args.StandardSave(payload))
     mngr.wait_until_finished()
 
 
@@ -133,10 +166,19 @@ def restore(workdir: str, step: int | None = None) -> Restored:
     target = _payload(g_state, d_state, key)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
+        metadata = mngr.item_metadata(step)
+        if metadata is not None and DIGEST in metadata:
+            abstract[DIGEST] = jax.ShapeDtypeStruct((32,), np.uint8)
         # Refused before Orbax reads any array: its failed restores leave
         # TensorStore handles open.
-        _check_fits(abstract, mngr.item_metadata(step), f"checkpoint {step} in {workdir}")
+        _check_fits(abstract, metadata, f"checkpoint {step} in {workdir}")
         raw = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        saved = raw.pop(DIGEST, None)
+        if saved is None:
+            _unverified(f"checkpoint {step} in {workdir}")
+        elif bytes(np.asarray(saved, np.uint8)).hex() != digest(raw):
+            raise CheckpointError(f"checkpoint {step} in {workdir} is damaged "
+                                  "(its arrays do not match their checksum)")
         g_state = serialization.from_state_dict(g_state, {**raw["g"],
                                                           "ema": raw.get("ema", {})})
         d_state = serialization.from_state_dict(d_state, raw["d"])
@@ -202,13 +244,17 @@ def save_generator(path: str, variables: dict[str, Any], step: int,
     `averaged`: the variables are G's weight average (`gan.ema`); files from
     before it hold G's own weights and no such mark.
     """
-    payload = {"variables": jax.device_get(variables), "step": step,
+    variables = jax.device_get(variables)
+    payload = {"variables": variables, "step": step,
                "config": json.dumps(dataclasses.asdict(config)),
-               "weights": "ema" if averaged else "raw"}
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(serialization.msgpack_serialize(payload))
-    os.replace(tmp, path)
+               "weights": "ema" if averaged else "raw", DIGEST: digest(variables)}
+    data = serialization.msgpack_serialize(payload)
+    files.write_atomically(path, lambda tmp: _write_bytes(tmp, data))
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def _generator_template() -> dict[str, Any]:
@@ -244,6 +290,11 @@ def load_generator(path: str) -> GeneratorWeights:
     if want != got:
         raise CheckpointError(f"{path} does not hold this model's generator "
                               "(parameter names or shapes differ)")
+    if DIGEST not in raw:
+        _unverified(path)
+    elif raw[DIGEST] != digest(variables):
+        raise CheckpointError(f"{path} is damaged (its weights do not match their "
+                              "checksum)")
     return GeneratorWeights(variables, step, config, averaged)
 
 
@@ -266,7 +317,10 @@ def load_sampler(path: str, raw: bool = False) -> GeneratorWeights:
                 f"{path} holds only the averaged (EMA) generator; for G's own "
                 "weights pass the train.py workdir it came from")
         return weights
-    restored = restore(path)
+    try:
+        restored = restore(path)
+    except CheckpointError:  # a live run may have deleted the step just listed
+        restored = restore(path)
     g_state = restored.g_state
     variables = ema.sampling_variables(g_state, restored.config.ema_batch_stats, raw)
     return GeneratorWeights(variables, restored.step, restored.config,

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from flax import serialization
 
+from gan import files
 from gan.data import to_float
 
 NUM_CLASSES = 10
@@ -144,10 +145,12 @@ def save(path: str, params: Any, test_accuracy: float) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     payload = {"params": jax.device_get(params), "test_accuracy": test_accuracy}
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(serialization.msgpack_serialize(payload))
-    os.replace(tmp, path)
+    data = serialization.msgpack_serialize(payload)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    files.write_atomically(path, write)
 
 
 @dataclasses.dataclass

@@ -125,5 +125,11 @@ def check_writable(path: str, flag: str) -> None:
         fail(f"{flag} {path}: folder {folder} does not exist")
     if os.path.isdir(path):
         fail(f"{flag} {path} is a folder")
-    if not os.access(folder, os.W_OK):
-        fail(f"{flag} {path}: folder {folder} is not writable")
+    if os.path.exists(path) and not os.path.isfile(path):
+        fail(f"{flag} {path} is not a regular file (a device, pipe or socket); "
+             "outputs replace files only")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path)
+                                          and not os.access(path, os.W_OK)):
+        fail(f"{flag} {path} is not writable")
+    if folder.startswith(("/proc", "/sys")):
+        fail(f"{flag} {path} is in a kernel file system")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Any
 
 # Precisions of `Config.compute_dtype`.
@@ -149,3 +150,6 @@ class RunOptions:
 
     def __post_init__(self):
         _positive(self, "max_steps", "keep", "checkpoint_every", "eval_every")
+        for name in ("workdir", "data_dir", "classifier"):  # `--workdir=~/w` too
+            if getattr(self, name):
+                object.__setattr__(self, name, os.path.expanduser(getattr(self, name)))

@@ -1,7 +1,7 @@
 """Turning generator outputs into pictures: sample grids and GIFs (pillow;
 charts are `gan.charts`).
 
-Every writer goes through `_atomic_save`, so a crash or a full disk in the
+Every writer goes through `gan.files.write_atomically`, so a crash or a full disk in the
 middle of a save never leaves a truncated PNG/GIF behind and never destroys the
 previous version of the file.
 """
@@ -9,12 +9,13 @@ previous version of the file.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from gan import files
 
 # Gray separator between grid tiles: dark enough not to look like a digit stroke,
 # light enough to be distinguished from the black (0) MNIST background.
@@ -94,33 +95,6 @@ def grid_image(images: np.ndarray, rows: int, cols: int, scale: int = 1, pad: in
     return Image.fromarray(canvas, mode="L")
 
 
-def _atomic_save(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
-    """Calls write(tmp_path) on a temp file next to path, then renames it onto path.
-
-    The temp file lives in the same directory so os.replace is an atomic rename on
-    the same filesystem; on any failure the temp file is removed and an existing
-    file at path is left untouched.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp makes the file 0600; give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        # BaseException too: a Ctrl-C mid-save should not leave .tmp litter behind.
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def save_grid(
     path: str | os.PathLike[str], images_uint8: np.ndarray, rows: int, cols: int, scale: int = 1, pad: int = 2
 ) -> None:
@@ -136,7 +110,7 @@ def save_grid(
     """
     img = grid_image(images_uint8, rows, cols, scale=scale, pad=pad)
     # format= is required: the temp file's .tmp suffix tells PIL nothing.
-    _atomic_save(path, lambda tmp: img.save(tmp, format="PNG"))
+    files.write_atomically(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def save_gif(frame_paths: Sequence[str | os.PathLike[str]], path: str | os.PathLike[str], duration_ms: int = 300) -> None:
@@ -178,7 +152,7 @@ def save_gif(frame_paths: Sequence[str | os.PathLike[str]], path: str | os.PathL
             loop=0,  # 0 = loop forever
         )
 
-    _atomic_save(path, write)
+    files.write_atomically(path, write)
 
 
 # Black gap between the digits of a number, and between its lines (pixels at
@@ -204,7 +178,7 @@ def number_image(cells: np.ndarray, scale: int = 1) -> Image.Image:
 
 def save_png(path: str | os.PathLike[str], image: Image.Image) -> None:
     """Writes a picture atomically as a PNG."""
-    _atomic_save(path, lambda tmp: image.save(tmp, format="PNG"))
+    files.write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def save_frames_gif(frames: Sequence[Image.Image], path: str | os.PathLike[str],
@@ -212,6 +186,6 @@ def save_frames_gif(frames: Sequence[Image.Image], path: str | os.PathLike[str],
     """Writes pictures of one size as an endlessly looping GIF, atomically."""
     if not frames:
         raise ValueError("save_frames_gif needs at least one frame")
-    _atomic_save(path, lambda tmp: frames[0].save(
+    files.write_atomically(path, lambda tmp: frames[0].save(
         tmp, format="GIF", save_all=True, append_images=list(frames[1:]),
         duration=duration_ms, loop=0))

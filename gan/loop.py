@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
+import re
 import resource
 import signal
 import sys
@@ -27,11 +29,15 @@ from gan.training import (TrainState, create_train_states, learning_rate_schedul
                           train_step_on_data, train_steps_on_data)
 
 METRICS_FILE = "metrics.jsonl"
+# Held (flock) by the train.py writing the run; holds its PID.
+LOCK_FILE = ".lock"
 CURVE_FILE = "losses.png"
 GRID_DIR = "grids"
 GRID_FILE = "grid.png"
 GIF_FILE = "progress.gif"
 GRID_SCALE = 2
+# grids/epoch_NNN.png (three digits or more).
+FRAME_NAME = re.compile(r"epoch_(\d{3,})\.png")
 
 
 class TrainError(Exception):
@@ -70,7 +76,26 @@ def peak_rss_mb() -> float:
     return rss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
+def lock_workdir(workdir: str) -> int:
+    """Takes the workdir's lock (one train.py per run) and returns its file
+    descriptor; the OS releases it when the process ends, however it ends."""
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise TrainError(f"{workdir} is in use by another train.py (PID {holder}); "
+                         "wait for it to end or use another `workdir`") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
 def _prepare_workdir(workdir: str, config: Config) -> None:
+    if os.path.lexists(workdir) and not os.path.isdir(workdir):
+        what = "a dangling link" if os.path.islink(workdir) else "a file"
+        raise TrainError(f"`workdir` {workdir} is {what}, not a folder")
     try:
         if parallel.is_primary():
             os.makedirs(workdir, exist_ok=True)
@@ -116,14 +141,33 @@ def _signals_held():
 
 
 def _trim_metrics(path: str, step: int) -> None:
-    """Drops log lines past `step`: work after the last checkpoint is redone."""
+    """Drops log lines past `step` (work after the last checkpoint is redone)
+    and a partial last line (a write cut short by a kill or a full disk)."""
     if not os.path.exists(path):
         return
     with open(path) as f:
-        lines = [l for l in f if l.strip() and json.loads(l)["step"] <= step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(lines)
-    os.replace(path + ".tmp", path)
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                break  # the partial last line
+            raise TrainError(f"{path} line {i + 1} is damaged; remove it to resume")
+        if record["step"] <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept == lines:
+        return
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise TrainError(f"cannot rewrite {path}: {e.strerror or e}") from None
 
 
 class QuickEval:
@@ -226,6 +270,7 @@ class Setup:
     steps_per_epoch: int
     grid_inputs: tuple[np.ndarray, np.ndarray]  # noise and labels of the grids
     mngr: Any                       # the workdir's Orbax CheckpointManager
+    lock: int | None                # the workdir lock's descriptor (process 0)
 
 
 def set_up(config: Config, options: RunOptions) -> Setup:
@@ -249,12 +294,20 @@ def set_up(config: Config, options: RunOptions) -> Setup:
         raise TrainError(f"`batch_size` {config.batch_size} is larger than the "
                          f"{n} training images")
     _prepare_workdir(options.workdir, config)
+    lock = lock_workdir(options.workdir) if parallel.is_primary() else None
+    try:
+        restored = _restore_newest_good(options.workdir)
+        if parallel.is_primary():
+            _remove_stale_temps(options.workdir)
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
     steps_per_epoch = (n // config.data_shards) // (config.batch_size // config.data_shards)
     total = config.epochs * steps_per_epoch
     init_key, train_key, grid_key = run_keys(config.seed)
     mngr = checkpoint.manager(options.workdir, options.keep)
-    if mngr.latest_step() is not None:
-        restored = checkpoint.restore(options.workdir)
+    if restored is not None:
         g_state, d_state, train_key = restored.g_state, restored.d_state, restored.key
     else:
         g_state, d_state = create_train_states(config, init_key)
@@ -266,7 +319,53 @@ def set_up(config: Config, options: RunOptions) -> Setup:
     return Setup(config, mesh, g_state, d_state, train_key, images_dev, labels_dev,
                  (train_images, train_labels), start,
                  min(total, options.max_steps or total), total, steps_per_epoch,
-                 sampling.grid_inputs(grid_key), mngr)
+                 sampling.grid_inputs(grid_key), mngr, lock)
+
+
+def _restore_newest_good(workdir: str) -> checkpoint.Restored | None:
+    """The newest checkpoint that loads (None when there is none). Newer ones
+    that fail are set aside (renamed `damaged-<step>`), saying so in one line
+    each; when none loads, the newest one's error is raised and nothing moves."""
+    mngr = checkpoint.manager(workdir)
+    steps = sorted(mngr.all_steps(), reverse=True)
+    mngr.close()
+    failed: list[tuple[int, checkpoint.CheckpointError]] = []
+    for step in steps:
+        try:
+            restored = checkpoint.restore(workdir, step)
+        except checkpoint.CheckpointError as e:
+            failed.append((step, e))
+            continue
+        folder = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+        for bad, error in failed:
+            if parallel.is_primary():
+                os.replace(os.path.join(folder, str(bad)),
+                           os.path.join(folder, f"damaged-{bad}"))
+            print(f"checkpoint {bad} is damaged ({error}); set aside as damaged-{bad}, "
+                  f"resuming from {step}", file=sys.stderr, flush=True)
+        return restored
+    if failed:
+        raise failed[0][1]
+    return None
+
+
+def _remove_stale_temps(workdir: str) -> None:
+    """Deletes temp files a killed run left (`.<name>.<random>.tmp`, `*.tmp`)."""
+    for folder in (workdir, os.path.join(workdir, GRID_DIR)):
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                if name.endswith(".tmp") and os.path.isfile(path):
+                    os.remove(path)
+
+
+def grid_frames(workdir: str) -> list[str]:
+    """The epoch grids of a run (`grids/epoch_NNN.png`), in epoch order; other
+    files there (temp files, .DS_Store) are not frames."""
+    folder = os.path.join(workdir, GRID_DIR)
+    epochs = sorted(int(m[1]) for name in os.listdir(folder)
+                    if (m := FRAME_NAME.fullmatch(name)))
+    return [os.path.join(folder, f"epoch_{e:03d}.png") for e in epochs]
 
 
 def steps_in_next_call(step: int, run: Setup, checkpoint_every: int | None) -> int:
@@ -404,9 +503,7 @@ def write_outputs(workdir: str, epoch: int | None, step: int,
         os.makedirs(os.path.join(workdir, GRID_DIR), exist_ok=True)
         frame = os.path.join(workdir, GRID_DIR, f"epoch_{epoch:03d}.png")
         images.save_grid(frame, grid, 10, 10, GRID_SCALE)
-        frames = sorted(os.listdir(os.path.join(workdir, GRID_DIR)))
-        images.save_gif([os.path.join(workdir, GRID_DIR, f) for f in frames],
-                        os.path.join(workdir, GIF_FILE))
+        images.save_gif(grid_frames(workdir), os.path.join(workdir, GIF_FILE))
         reporter.tb.grid(step, np.asarray(images.grid_image(grid, 10, 10)))
     if os.path.exists(reporter.path):
         report.plot_losses(reporter.path, os.path.join(workdir, CURVE_FILE))
@@ -482,5 +579,7 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
     finally:
         reporter.close()
         run.mngr.close()
+        if run.lock is not None:
+            os.close(run.lock)
     return FitResult(step, step - run.start_step, time.perf_counter() - reporter.t0,
                      first_step_s, peak_rss_mb(), reporter.last)

@@ -46,6 +46,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         if coordinator is None or num_processes is None or process_id is None:
             raise ParallelError("`coordinator`, `num_processes` and `process_id` "
                                 "go together")
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ParallelError(f"`coordinator` must be host:port, like "
+                                f"10.0.0.1:1234; got {coordinator!r}")
         if num_processes < 1 or not 0 <= process_id < num_processes:
             raise ParallelError(f"`process_id` must be in 0..{num_processes - 1} "
                                 f"and `num_processes` positive")

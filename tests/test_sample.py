@@ -102,6 +102,7 @@ def test_verified_number_is_read_right_by_the_classifier(tmp_path):
     (["--interpolate", "digits", "--npz", "m.npz"], "not --interpolate"),
     (["--digits", "12a"], "--digits must be digits"),
     (["--scale", 0], "--scale"),
+    (["--number", "26", "--npz", "digits.msgpack"], "must end in .npz"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(tmp_path, args, words):
     result = sample(tmp_path, *args)

@@ -1,0 +1,236 @@
+"""Crash safety, round 2 (issue 17): one writer per run, logs and grids that
+survive a kill, damaged checkpoints set aside, and one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from gan import checkpoint, loop, parallel
+from gan.config import Config, RunOptions
+from tests.synthetic import block_digits, write_idx_arrays
+from tests.test_cli import ROOT, SHARED_CACHE, one_line_error, run
+
+CONFIG = Config(batch_size=10, log_every=1)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx_arrays(folder, *block_digits(60))            # 6 steps per epoch
+    return str(folder)
+
+
+def _train(workdir, data_dir, max_steps, **kwargs):
+    return loop.train_and_evaluate(CONFIG, RunOptions(
+        workdir=str(workdir), data_dir=data_dir, max_steps=max_steps, progress=False,
+        **kwargs))
+
+
+def _steps(workdir):
+    return [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")
+            if "d_loss" in line]
+
+
+def test_a_second_train_py_on_a_locked_workdir_is_refused(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    fd = loop.lock_workdir(str(workdir))                 # this process holds it
+    try:
+        result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
+                     "--batch-size", 10, "--max-steps", 1)
+        line = one_line_error(result)
+        assert "in use by another train.py" in line and f"PID {os.getpid()}" in line
+        assert not (workdir / "checkpoints").exists()
+    finally:
+        os.close(fd)
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from gan.loop import lock_workdir; "
+         "lock_workdir(sys.argv[1]); print('locked', flush=True); time.sleep(120)",
+         str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(loop.TrainError, match=f"PID {holder.pid}"):
+        loop.lock_workdir(str(tmp_path))
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    os.close(loop.lock_workdir(str(tmp_path)))           # free again
+
+
+def test_a_partial_last_log_line_is_dropped_on_resume(tmp_path, data_dir):
+    """A write cut short (kill, full disk) leaves half a line; the resumed run
+    drops it and logs every step once."""
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 3)
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "d_lo')
+    _train(workdir, data_dir, 5)
+    assert _steps(workdir) == [1, 2, 3, 4, 5]
+
+
+def test_a_damaged_middle_log_line_is_one_line(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 3)
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    lines[1] = lines[1][:10]
+    (workdir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(loop.TrainError, match="metrics.jsonl line 2 is damaged"):
+        _train(workdir, data_dir, 4)
+
+
+def test_grid_frames_are_found_by_name_in_epoch_order(tmp_path, data_dir):
+    """Stray files in grids/ (a .DS_Store, a temp file from a kill) are not GIF
+    frames, and temp files go at start; frames past epoch 999 sort by number."""
+    workdir = tmp_path / "run"
+    grids = workdir / "grids"
+    grids.mkdir(parents=True)
+    (grids / ".DS_Store").write_bytes(b"\0junk")
+    (grids / ".epoch_002.png.x1y2.tmp").write_bytes(b"half a png")
+    _train(workdir, data_dir, 6)                          # one epoch end
+    assert sorted(os.listdir(grids)) == [".DS_Store", "epoch_001.png"]
+    for epoch in (1000, 2, 999):
+        (grids / f"epoch_{epoch:03d}.png").write_bytes(b"")
+    assert [os.path.basename(p) for p in loop.grid_frames(str(workdir))] == [
+        "epoch_001.png", "epoch_002.png", "epoch_999.png", "epoch_1000.png"]
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside(tmp_path, data_dir, capsys):
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 4, checkpoint_every=2)      # checkpoints 2 and 4
+    (workdir / "checkpoints" / "99").mkdir()               # a stray, empty step
+    result = _train(workdir, data_dir, 5)
+    assert result.step == 5 and result.steps_run == 1      # resumed from 4
+    err = capsys.readouterr().err
+    assert "checkpoint 99 is damaged" in err and "resuming from 4" in err
+    assert (workdir / "checkpoints" / "damaged-99").is_dir()
+    assert _steps(workdir) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("content", ["[]", "null", "3"])
+def test_a_config_json_that_is_not_a_config_is_one_line(tmp_path, content):
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(checkpoint.CheckpointError, match="not a config"):
+        checkpoint.load_config(str(tmp_path))
+
+
+@pytest.mark.parametrize("address", ["garbage", "127.0.0.1", ":80", "host:99999"])
+def test_a_malformed_coordinator_is_refused_before_any_wait(address):
+    with pytest.raises(parallel.ParallelError, match="must be host:port"):
+        parallel.initialize(address, 2, 1)
+
+
+def test_paths_with_a_tilde_are_expanded():
+    options = RunOptions(workdir="~/w", data_dir="~/d", classifier="~/c.msgpack")
+    home = os.path.expanduser("~")
+    assert (options.workdir, options.data_dir, options.classifier) == (
+        f"{home}/w", f"{home}/d", f"{home}/c.msgpack")
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling link"])
+def test_a_workdir_that_is_not_a_folder_is_named(tmp_path, data_dir, kind):
+    workdir = tmp_path / "run"
+    if kind == "file":
+        workdir.write_text("x")
+    else:
+        workdir.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(loop.TrainError, match=f"is a {kind}, not a folder"):
+        _train(workdir, data_dir, 1)
+
+
+def test_evaluate_json_must_be_a_json_name(tmp_path):
+    result = run("evaluate.py", "--json", tmp_path / "g.msgpack", "--num-samples", 100)
+    assert "must end in .json" in one_line_error(result)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("target", ["/dev/null", "/dev/full", "/proc/version", "fifo"])
+def test_outputs_never_replace_devices_pipes_or_kernel_files(tmp_path, target):
+    if target == "fifo":
+        target = str(tmp_path / "q.json")
+        os.mkfifo(target)
+    before = os.stat(target)
+    result = run("evaluate.py", "--json", target, "--num-samples", 100)
+    assert target in one_line_error(result)
+    after = os.stat(target)
+    assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)
+    assert after.st_ino == before.st_ino
+
+
+def test_a_finished_run_started_again_says_so(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 2)
+    result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
+                 "--batch-size", 10, "--log-every", 1, "--max-steps", 2)
+    assert result.returncode == 0, result.stderr
+    assert "nothing to train" in result.stdout and "nan" not in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# Integrity: checksums in checkpoints and generator files
+# ---------------------------------------------------------------------------
+
+
+def test_a_checkpoint_whose_arrays_fail_their_checksum_is_damaged(tmp_path, data_dir,
+                                                                 monkeypatch):
+    """Saved with a wrong checksum (as if its arrays changed on disk after the
+    save): refused as damaged, never trained on; an older good one is used."""
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 2, checkpoint_every=2)
+    real_save, real_digest = checkpoint.save, checkpoint.digest
+
+    def save_with_a_wrong_sum(*args, **kwargs):
+        checkpoint.digest = lambda tree: "00" * 32
+        try:
+            return real_save(*args, **kwargs)
+        finally:
+            checkpoint.digest = real_digest
+
+    monkeypatch.setattr(checkpoint, "save", save_with_a_wrong_sum)
+    _train(workdir, data_dir, 4, checkpoint_every=2)           # checkpoint 4: bad sum
+    monkeypatch.undo()
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint 4 .* is damaged"):
+        checkpoint.restore(str(workdir), step=4)
+    result = _train(workdir, data_dir, 4)
+    assert result.steps_run == 2                                 # from 2, not from 4
+
+
+def test_flipped_bytes_in_a_checkpoint_are_a_damaged_checkpoint(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 2)
+    chunks = [p for p in (workdir / "checkpoints" / "2").rglob("*")
+              if p.is_file() and p.stat().st_size > 4096]
+    biggest = max(chunks, key=lambda p: p.stat().st_size)
+    data = bytearray(biggest.read_bytes())
+    for i in range(64):
+        data[len(data) // 2 + i] ^= 0xFF
+    biggest.write_bytes(bytes(data))
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint 2"):
+        checkpoint.restore(str(workdir))
+
+
+def test_a_generator_file_that_fails_its_checksum_is_damaged(tmp_path, capsys):
+    import numpy as np
+    from flax import serialization
+    raw = serialization.msgpack_restore(open(checkpoint.PRETRAINED, "rb").read())
+    kernel = np.array(raw["variables"]["params"]["deconv3"]["kernel"])
+    kernel.flat[7] += 1.0                                        # one weight changed
+    raw["variables"]["params"]["deconv3"]["kernel"] = kernel
+    path = tmp_path / "g.msgpack"
+    path.write_bytes(serialization.msgpack_serialize(raw))
+    with pytest.raises(checkpoint.CheckpointError, match="is damaged"):
+        checkpoint.load_sampler(str(path))
+    del raw[checkpoint.DIGEST]                                   # as before checksums
+    path.write_bytes(serialization.msgpack_serialize(raw))
+    for _ in range(2):
+        assert np.asarray(checkpoint.load_sampler(str(path)).variables["params"][
+            "deconv3"]["kernel"]).flat[7] == kernel.flat[7]
+    assert capsys.readouterr().err.count("no checksum to verify") == 1
