@@ -138,8 +138,14 @@ def save(mngr: ocp.CheckpointManager, g_state: TrainState, d_state: TrainState,
         return
     payload = _payload(g_state, d_state, key)
     payload[DIGEST] = np.frombuffer(bytes.fromhex(digest(payload)), np.uint8)
-    mngr.save(step, args=ocp.args.StandardSave(payload))
-    mngr.wait_until_finished()
+    try:
+        mngr.save(step, args=ocp.args.StandardSave(payload))
+        mngr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - a full disk is a ValueError in Orbax
+        text = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"cannot save checkpoint {step} "
+                              f"({type(e).__name__}: {text}); the previous "
+                              "checkpoint is kept") from None
 
 
 def restore(workdir: str, step: int | None = None) -> Restored:

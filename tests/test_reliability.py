@@ -234,3 +234,21 @@ def test_a_generator_file_that_fails_its_checksum_is_damaged(tmp_path, capsys):
         assert np.asarray(checkpoint.load_sampler(str(path)).variables["params"][
             "deconv3"]["kernel"]).flat[7] == kernel.flat[7]
     assert capsys.readouterr().err.count("no checksum to verify") == 1
+
+
+def test_a_failed_orbax_save_is_one_line(tmp_path, data_dir, monkeypatch):
+    """Orbax reports a full disk as ValueError(RESOURCE_EXHAUSTED), not OSError
+    (injected here): one CheckpointError line, the previous checkpoint kept."""
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 2)
+
+    def full_disk(self, *args, **kwargs):
+        raise ValueError("RESOURCE_EXHAUSTED: No space left on device\n  (details)")
+
+    monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save", full_disk)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match="cannot save checkpoint 3 .*RESOURCE_EXHAUSTED") as info:
+        _train(workdir, data_dir, 3)
+    assert "\n" not in str(info.value)
+    monkeypatch.undo()
+    assert checkpoint.restore(str(workdir)).step == 2
