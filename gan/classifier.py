@@ -24,8 +24,6 @@ from gan.data import to_float
 NUM_CLASSES = 10
 FEATURE_DIM = 128
 # Where the trained classifier is cached unless a path is given.
-# Where a freshly trained classifier is cached (`load_or_train`).
-DEFAULT_PATH = os.path.join("~", ".cache", "cdcgan-jax", "mnist_classifier.msgpack")
 # The classifier shipped in weights/ (99.43% on the MNIST test set): what
 # evaluate.py, train.py --eval-every and sample.py --verify use unless told.
 PRETRAINED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

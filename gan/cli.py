@@ -123,11 +123,10 @@ def check_writable(path: str, flag: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         fail(f"{flag} {path}: folder {folder} does not exist")
-    if os.path.isdir(path):
-        fail(f"{flag} {path} is a folder")
-    if os.path.exists(path) and not os.path.isfile(path):
-        fail(f"{flag} {path} is not a regular file (a device, pipe or socket); "
-             "outputs replace files only")
+    from gan.files import not_replaceable  # noqa: PLC0415 - light, no JAX
+    problem = not_replaceable(path)
+    if problem:
+        fail(f"{flag} {path} {problem}")
     if not os.access(folder, os.W_OK) or (os.path.exists(path)
                                           and not os.access(path, os.W_OK)):
         fail(f"{flag} {path} is not writable")

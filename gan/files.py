@@ -24,9 +24,9 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[str], None])
         file is left either way.
     """
     path = os.path.realpath(os.fspath(path))  # through symlinks, to their target
-    if os.path.exists(path) and not os.path.isfile(path):
-        kind = "a folder" if os.path.isdir(path) else "not a regular file"
-        raise OSError(f"{path} is {kind}; only regular files are replaced")
+    problem = not_replaceable(path)
+    if problem:
+        raise OSError(f"{path} {problem}")
     mode = (os.stat(path).st_mode & 0o7777 if os.path.exists(path)
             else 0o666 & ~_umask())
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
@@ -42,6 +42,16 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[str], None])
         except OSError:
             pass
         raise
+
+
+def not_replaceable(path: str | os.PathLike[str]) -> str | None:
+    """Why an existing `path` must not be replaced by a file, or None."""
+    if os.path.isdir(path):
+        return "is a folder"
+    if os.path.exists(path) and not os.path.isfile(path):
+        return ("is not a regular file (a device, pipe or socket); outputs replace "
+                "files only")
+    return None
 
 
 def _umask() -> int:

@@ -51,11 +51,10 @@ class Number:
     def digits(self) -> dict[str, np.ndarray]:
         """The digit cells, line by line: `images` uint8 `[N, 28, 28]`, `labels`,
         and each one's `line` and `position` (index in `text`)."""
-        positions = np.array([i for i, c in enumerate(self.text) if c != " "], np.int32)
+        positions, digits = cells(self.text)
         lines = np.repeat(np.arange(len(self.images), dtype=np.int32), len(positions))
         return {"images": self.images[:, positions].reshape(-1, 28, 28),
-                "labels": np.tile(np.array([int(self.text[p]) for p in positions],
-                                           np.int32), len(self.images)),
+                "labels": np.tile(digits, len(self.images)),
                 "line": lines, "position": np.tile(positions, len(self.images))}
 
 
@@ -155,17 +154,15 @@ class DigitWriter:
         check_number(text)
         check_count("styles", styles, MAX_STYLES)
         key = jax.random.key(seed)
-        cells = [i for i, c in enumerate(text) if c != " "]
-        labels = np.tile(np.array([int(text[i]) for i in cells], np.int32), styles)
-        lines = np.repeat(np.arange(styles), len(cells))
+        positions, digits = cells(text)
+        labels = np.tile(digits, styles)
+        lines = np.repeat(np.arange(styles), len(positions))
         z = line_noise(key, styles)[lines]                       # [styles * L', 100]
         drawn = self.draw(z, labels)
         redrawn = unverified = 0
         if verify:  # a misread digit redraws its whole line: one handwriting
             drawn, redrawn, unverified = self._verified(drawn, z, labels, key, lines)
-        images = np.zeros((styles, len(text), 28, 28), np.uint8)
-        images[:, cells] = drawn.reshape(styles, len(cells), 28, 28)
-        return Number(text, images, redrawn, unverified)
+        return Number(text, place(drawn, text, styles), redrawn, unverified)
 
     def style_morph(self, text: str, styles: int = 4, frames_per_style: int = 12,
                     seed: int = 0) -> np.ndarray:
@@ -179,12 +176,10 @@ class DigitWriter:
         t = np.arange(frames_per_style) / frames_per_style
         path = np.concatenate([slerp(noise[i], noise[(i + 1) % styles], t)
                                for i in range(styles)])          # [F, NOISE_DIM]
-        cells = [i for i, c in enumerate(text) if c != " "]
-        labels = np.array([int(text[i]) for i in cells], np.int32)
-        drawn = self.draw(np.repeat(path, len(cells), axis=0), np.tile(labels, len(path)))
-        frames = np.zeros((len(path), len(text), 28, 28), np.uint8)
-        frames[:, cells] = drawn.reshape(len(path), len(cells), 28, 28)
-        return frames
+        positions, digits = cells(text)
+        drawn = self.draw(np.repeat(path, len(positions), axis=0),
+                          np.tile(digits, len(path)))
+        return place(drawn, text, len(path))
 
     def digit_morph(self, styles: int = 8, frames_per_digit: int = 8,
                     seed: int = 0) -> np.ndarray:
@@ -225,6 +220,22 @@ class DigitWriter:
         read, confidence = self.reader(images)
         wrong = (np.asarray(read) != labels) | (np.asarray(confidence) < MIN_CONFIDENCE)
         return np.unique(groups[wrong])
+
+
+def cells(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, digits) of the digit characters of `text`, int32 each."""
+    positions = [i for i, c in enumerate(text) if c != " "]
+    return (np.array(positions, np.int32),
+            np.array([int(text[i]) for i in positions], np.int32))
+
+
+def place(drawn: np.ndarray, text: str, lines: int) -> np.ndarray:
+    """Digits drawn line by line, uint8 `[lines * D, 28, 28]`, laid out as
+    `[lines, len(text), 28, 28]` with black cells for the spaces."""
+    positions, _ = cells(text)
+    out = np.zeros((lines, len(text), 28, 28), np.uint8)
+    out[:, positions] = drawn.reshape(lines, len(positions), 28, 28)
+    return out
 
 
 def line_noise(key: jax.Array, styles: int) -> np.ndarray:
