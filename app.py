@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.fail(f"--port must be between 1 and 65535, got {args.port}")
     # No telemetry calls from a local demo (and none can leave a closed network).
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    cli.check_xla_flags()
     cli.enable_compile_cache()
     from gan import checkpoint, webapp  # noqa: PLC0415 - --help stays instant.
     try:

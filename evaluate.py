@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json.lower().endswith(".json"):
             cli.fail(f"--json {args.json}: the name must end in .json")
         cli.check_writable(args.json, "--json")
+    cli.check_xla_flags()
     cli.enable_compile_cache()
 
     from gan import checkpoint, classifier, data, evaluate, files

@@ -92,6 +92,7 @@ def check_args(args) -> tuple[str, str | None]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     mode, out = check_args(args)
+    cli.check_xla_flags()
     cli.enable_compile_cache()
 
     import numpy as np  # noqa: PLC0415 - imported here so --help stays instant.

@@ -45,13 +45,16 @@ def _main(argv: list[str] | None) -> int:
     # stop training after saving a checkpoint.
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    cli.check_xla_flags()
     cli.enable_compile_cache()
     # Imported after parsing so --help is instant.
     from gan import checkpoint, data, loop, parallel
     try:
         parallel.initialize(options.coordinator, options.num_processes,
-                            options.process_id)
+                            options.process_id, options.coordinator_timeout)
         result = loop.train_and_evaluate(config, options)
+    except parallel.JoinInterrupted as e:
+        cli.fail(str(e), code=130)  # at once: JAX's waiting thread cannot be joined
     except (parallel.ParallelError, loop.TrainError, data.DataError,
             checkpoint.CheckpointError) as e:
         cli.fail(str(e))

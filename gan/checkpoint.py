@@ -1,6 +1,8 @@
 """Orbax checkpoints of a run: both train states, the step and the run's key.
 
-A workdir holds `config.json` (the run's recipe) and `checkpoints/<step>/`.
+A workdir holds `config.json` (the run's record: its recipe and a fingerprint of
+its training data) and `checkpoints/<step>/`, each with a copy of that record
+in its Orbax metadata, so a lost or damaged `config.json` is restored from it.
 Orbax writes each checkpoint to a temporary folder and renames it when complete,
 so a run killed mid-save leaves the previous checkpoint intact. Nothing is pickled.
 """
@@ -10,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -36,6 +40,11 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 LEGACY_FIELDS = {"ema_decay": 0.0}
 
 
+# Reads of a workdir a run is writing: a step listed may be deleted (`keep`)
+# before it is read; each attempt takes the newest step again.
+LIVE_RUN_ATTEMPTS = 5
+
+
 class CheckpointError(Exception):
     """A missing, unreadable or incompatible checkpoint; the message is one line."""
 
@@ -50,27 +59,79 @@ class Restored:
     config: Config
 
 
-def save_config(workdir: str, config: Config) -> None:
-    """Writes the run's config as JSON, atomically."""
-    text = json.dumps(dataclasses.asdict(config), indent=2)
+# The key of the training data's fingerprint in a run's record (`gan.data.fingerprint`).
+DATA_KEY = "training_data"
+# The key of the run's record in each checkpoint's Orbax custom metadata.
+RECORD_KEY = "run"
+
+
+def run_record(config: Config, data_fingerprint: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """What identifies a run: its config's fields, plus its data's fingerprint."""
+    record = dataclasses.asdict(config)
+    if data_fingerprint is not None:
+        record[DATA_KEY] = data_fingerprint
+    return record
+
+
+def save_config(workdir: str, config: Config | dict[str, Any]) -> None:
+    """Writes the run's config (or whole record, `run_record`) as JSON, atomically."""
+    record = config if isinstance(config, dict) else run_record(config)
+    text = json.dumps(record, indent=2)
     files.write_atomically(os.path.join(workdir, CONFIG_FILE),
                            lambda tmp: _write_bytes(tmp, text.encode()))
 
 
-def load_config(workdir: str) -> Config | None:
-    """The config saved in `workdir`, or None when there is none."""
+def load_record(workdir: str) -> dict[str, Any] | None:
+    """The record in `workdir`'s config.json (its config checked), or None
+    when there is none.
+
+    Raises:
+      CheckpointError: unreadable, or not a config.
+    """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         return None
     try:
         with open(path) as f:
-            return _config_from_dict(json.load(f))
+            record = json.load(f)
+        config_from_record(record)
+        return record
     except (OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from None
 
 
-def _config_from_dict(fields: dict[str, Any]) -> Config:
-    """A Config from saved fields; fields this version does not know are dropped."""
+def load_config(workdir: str) -> Config | None:
+    """The config saved in `workdir`, or None when there is none."""
+    record = load_record(workdir)
+    return None if record is None else config_from_record(record)
+
+
+def checkpoint_record(workdir: str, step: int | None = None
+                      ) -> tuple[int, dict[str, Any]] | None:
+    """(step, record) kept in the given checkpoint, or else in the newest one
+    holding a readable record; None when none does (checkpoints from before
+    records were kept)."""
+    if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+        return None
+    mngr = manager(workdir)
+    try:
+        steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
+        for s in steps:
+            try:
+                record = (mngr.metadata(s).custom_metadata or {}).get(RECORD_KEY)
+                config_from_record(record)
+                return s, record
+            except Exception:  # noqa: BLE001 - a damaged step: try the next
+                continue
+        return None
+    finally:
+        mngr.close()
+
+
+def config_from_record(fields: dict[str, Any]) -> Config:
+    """A Config from a run's record (config.json's content) or other saved
+    fields; fields this version does not know are dropped."""
     if not isinstance(fields, dict):
         raise ValueError(f"holds {type(fields).__name__}, not a config")
     known = {f.name for f in dataclasses.fields(Config)}
@@ -131,21 +192,33 @@ def _unverified(what: str) -> None:
 
 
 def save(mngr: ocp.CheckpointManager, g_state: TrainState, d_state: TrainState,
-         key: jax.Array) -> None:
-    """Saves both states and the key at step `d_state.step`; waits until written."""
+         key: jax.Array, record: dict[str, Any] | None = None) -> None:
+    """Saves both states and the key at step `d_state.step`, and the run's
+    `record` (`run_record`) in its metadata; waits until written."""
     step = int(d_state.step)
     if step in mngr.all_steps():
         return
     payload = _payload(g_state, d_state, key)
     payload[DIGEST] = np.frombuffer(bytes.fromhex(digest(payload)), np.uint8)
+    _silence_abandoned_io()
     try:
-        mngr.save(step, args=ocp.args.StandardSave(payload))
+        mngr.save(step, args=ocp.args.StandardSave(payload),
+                  custom_metadata={RECORD_KEY: record} if record else None)
         mngr.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - a full disk is a ValueError in Orbax
+        _remove_unfinished(str(mngr.directory))
         text = " ".join(str(e).split())[:200]
         raise CheckpointError(f"cannot save checkpoint {step} "
                               f"({type(e).__name__}: {text}); the previous "
                               "checkpoint is kept") from None
+
+
+def _remove_unfinished(folder: str) -> None:
+    """Removes the temporary folders of saves that failed (Orbax names them
+    `<step>.orbax-checkpoint-tmp*`): on a full disk they hold the space."""
+    for name in os.listdir(folder):
+        if ".orbax-checkpoint-tmp" in name:
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
 def restore(workdir: str, step: int | None = None) -> Restored:
@@ -157,20 +230,33 @@ def restore(workdir: str, step: int | None = None) -> Restored:
     workdir = os.path.expanduser(workdir)
     if not os.path.isdir(workdir):
         raise CheckpointError(f"checkpoint path {workdir} is not a folder")
-    config = load_config(workdir)
-    if config is None:
-        raise CheckpointError(f"{workdir} holds no {CONFIG_FILE}: not a train.py workdir")
+    try:
+        config, problem = load_config(workdir), None
+    except CheckpointError as e:  # the checkpoint's own record may stand in
+        config, problem = None, e
     if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
-        raise CheckpointError(f"{workdir} holds no checkpoints yet")
+        if problem is None and config is None:
+            raise CheckpointError(f"{workdir} holds no {CONFIG_FILE}: not a "
+                                  "train.py workdir")
+        raise problem or CheckpointError(f"{workdir} holds no checkpoints yet")
     mngr = manager(workdir)
     step = mngr.latest_step() if step is None else step
     if step is None:
+        mngr.close()
         raise CheckpointError(f"{workdir} holds no complete checkpoint")
+    if config is None:
+        kept = checkpoint_record(workdir, step)
+        if kept is None:
+            mngr.close()
+            raise problem or CheckpointError(f"{workdir} holds no {CONFIG_FILE}, and "
+                                             f"checkpoint {step} no copy of it")
+        config = config_from_record(kept[1])
     # The fresh states give the tree structure, shapes and dtypes to restore into.
     g_state, d_state = create_train_states(config, jax.random.key(0))
     key = jax.random.key(config.seed)
     target = _payload(g_state, d_state, key)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    _silence_abandoned_io()  # before: a failed read's noise starts at once
     try:
         metadata = mngr.item_metadata(step)
         if metadata is not None and DIGEST in metadata:
@@ -199,6 +285,39 @@ def restore(workdir: str, step: int | None = None) -> Restored:
         mngr.close()
     return Restored(g_state, d_state, jax.random.wrap_key_data(raw["key"]),
                     int(d_state.step), config)
+
+
+def _silence_abandoned_io() -> None:
+    """Drops the noise of a failed Orbax restore.
+
+    After the first array fails to read (a missing data chunk) or write (a
+    full disk), Orbax's other reads or writes are abandoned: their callbacks
+    find the event loop closed and their coroutines are never awaited. Python reports each on stderr, as an
+    "unraisable" exception or through asyncio's logger ("Task exception was
+    never retrieved"), from other threads or at garbage collection: hundreds of
+    lines around our one. This drops those, and only those.
+    """
+    if getattr(sys.unraisablehook, "drops_abandoned_reads", False):
+        return
+    logging.getLogger("asyncio").addFilter(lambda record: not (
+        "never retrieved" in (text := record.getMessage())
+        and ("orbax" in text or "TensorStore" in text)))
+    # Orbax's threads also log, traceback and all, the error they pass on to
+    # us; every Orbax call here turns that error into one line.
+    logging.getLogger("absl").addFilter(lambda record: not (
+        "orbax" in record.pathname and record.levelno >= logging.ERROR))
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        abandoned = (
+            (isinstance(unraisable.exc_value, RuntimeError)
+             and "Event loop is closed" in str(unraisable.exc_value))
+            or "orbax" in repr(getattr(unraisable.object, "cr_code", "")))
+        if not abandoned:
+            previous(unraisable)
+
+    hook.drops_abandoned_reads = True
+    sys.unraisablehook = hook
 
 
 def _check_fits(abstract: Any, metadata: Any, what: str) -> None:
@@ -280,7 +399,7 @@ def load_generator(path: str) -> GeneratorWeights:
         with open(path, "rb") as f:
             raw = serialization.msgpack_restore(f.read())
         variables, step = raw["variables"], int(raw["step"])
-        config = _config_from_dict(json.loads(raw["config"]))
+        config = config_from_record(json.loads(raw["config"]))
         averaged = raw.get("weights", "raw") == "ema"
     except OSError as e:
         raise CheckpointError(f"cannot read generator weights {path}: "
@@ -323,10 +442,13 @@ def load_sampler(path: str, raw: bool = False) -> GeneratorWeights:
                 f"{path} holds only the averaged (EMA) generator; for G's own "
                 "weights pass the train.py workdir it came from")
         return weights
-    try:
-        restored = restore(path)
-    except CheckpointError:  # a live run may have deleted the step just listed
-        restored = restore(path)
+    for attempt in range(LIVE_RUN_ATTEMPTS):
+        try:
+            restored = restore(path)
+            break
+        except CheckpointError:  # a live run may have deleted the step just listed
+            if attempt == LIVE_RUN_ATTEMPTS - 1:
+                raise
     g_state = restored.g_state
     variables = ema.sampling_variables(g_state, restored.config.ema_batch_stats, raw)
     return GeneratorWeights(variables, restored.step, restored.config,

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import re
+import subprocess
 import sys
 from typing import Any, NoReturn
 
@@ -21,9 +22,9 @@ class ArgumentParser(argparse.ArgumentParser):
         fail(f"{message} (see --help)", self.prog)
 
 
-def fail(message: str, prog: str | None = None) -> NoReturn:
+def fail(message: str, prog: str | None = None, code: int = 2) -> NoReturn:
     """Prints one line to stderr, settings named as flags (`as_flags`), and
-    exits with code 2.
+    exits with `code` (2: bad input).
 
     Exits at once (`os._exit`): after a failed Orbax restore, interpreter
     shutdown would print tracebacks of its abandoned read tasks.
@@ -32,7 +33,7 @@ def fail(message: str, prog: str | None = None) -> NoReturn:
     print(f"{prog}: error: {as_flags(message)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(2)
+    os._exit(code)
 
 
 def seed(text: str) -> int:
@@ -116,6 +117,28 @@ def enable_compile_cache() -> None:
     # Cache every program: the train step compiles in seconds, not minutes.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def check_xla_flags() -> None:
+    """Fails (one line, exit 2) when XLA would refuse `$XLA_FLAGS`.
+
+    XLA reads the variable when its first backend starts and ends the process
+    on a flag it does not know, with a C++ fatal error. So when the variable is
+    set, a probe process (CPU backend, ~2 s) starts XLA first.
+    """
+    flags = os.environ.get("XLA_FLAGS", "").strip()
+    if not flags:
+        return
+    for token in flags.split():
+        if not re.fullmatch(r"--\w+(=\S*)?", token):
+            fail(f"XLA_FLAGS holds {token!r}, not a flag like --xla_name=value")
+    probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"],
+                           capture_output=True, text=True,
+                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    if probe.returncode != 0:
+        lines = probe.stderr.strip().splitlines() or ["(no message)"]
+        reason = next((line for line in lines if "XLA_FLAGS" in line), lines[-1])
+        fail(f"XLA refuses XLA_FLAGS={flags!r}: {reason.split('] ')[-1].strip()}")
 
 
 def check_writable(path: str, flag: str) -> None:

@@ -146,10 +146,14 @@ class RunOptions:
                                       "process 0 (see README)")
     num_processes: int | None = setting(None, "multi-process runs: how many")
     process_id: int | None = setting(None, "multi-process runs: this one's index")
+    coordinator_timeout: int = setting(
+        120, "multi-process runs: seconds to wait at start for the coordinator and "
+        "the other processes")
     progress: bool = setting(True, "show a progress bar")
 
     def __post_init__(self):
-        _positive(self, "max_steps", "keep", "checkpoint_every", "eval_every")
+        _positive(self, "max_steps", "keep", "checkpoint_every", "eval_every",
+                  "coordinator_timeout")
         for name in ("workdir", "data_dir", "classifier"):  # `--workdir=~/w` too
             if getattr(self, name):
                 object.__setattr__(self, name, os.path.expanduser(getattr(self, name)))

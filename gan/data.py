@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import os
 import socket
 import zlib
@@ -44,6 +45,18 @@ def load_mnist(data_dir: str | None = None, split: str = "train",
         if any(_idx_path(data_dir, name) for s in SPLITS for name in idx_file_names(s)):
             return load_idx(data_dir, split, shard)
     return load_tfds(data_dir, split, download=download, shard=shard)
+
+
+def fingerprint(labels: np.ndarray, count: int | None = None) -> dict[str, Any]:
+    """What identifies a training set for resuming: its size and the SHA-256 of
+    its labels in order (the images are not hashed: a different set or order of
+    digits has different labels). `count`: the whole set's size when `labels`
+    are one process's shard; a shard's hash would differ by process, so then
+    only the size is kept."""
+    if count is not None and count != len(labels):
+        return {"examples": int(count)}
+    digest = hashlib.sha256(np.asarray(labels, np.uint8).tobytes()).hexdigest()
+    return {"examples": len(labels), "labels_sha256": digest[:16]}
 
 
 def shard_range(count: int, shard: Shard | None) -> tuple[int, int]:

@@ -92,27 +92,70 @@ def lock_workdir(workdir: str) -> int:
     return fd
 
 
-def _prepare_workdir(workdir: str, config: Config) -> None:
+def _prepare_workdir(workdir: str, record: dict[str, Any]) -> None:
+    """Makes the workdir, refuses a run there of another recipe or other data,
+    and writes config.json (`record`, see `checkpoint.run_record`)."""
     if os.path.lexists(workdir) and not os.path.isdir(workdir):
         what = "a dangling link" if os.path.islink(workdir) else "a file"
         raise TrainError(f"`workdir` {workdir} is {what}, not a folder")
     try:
         if parallel.is_primary():
             os.makedirs(workdir, exist_ok=True)
-        saved = checkpoint.load_config(workdir)
+        saved = _saved_record(workdir)
         if saved is not None:
-            changed = [f for f in recipe_fields()
-                       if getattr(saved, f) != getattr(config, f)]
-            if changed:
-                names = ", ".join(f"{f}={getattr(saved, f)}" for f in changed)
-                hint = (" (no weight average: set `ema_decay` 0)"
-                        if "ema_decay" in changed and not saved.ema_decay else "")
-                raise TrainError(f"{workdir} holds a run with {names}{hint}; resume it "
-                                 "with those values or use a new `workdir`")
+            _check_same_run(workdir, saved, record)
         if parallel.is_primary():
-            checkpoint.save_config(workdir, config)
+            checkpoint.save_config(workdir, record)
     except OSError as e:
         raise TrainError(f"cannot write to workdir {workdir}: {e.strerror}") from None
+
+
+def _saved_record(workdir: str) -> dict[str, Any] | None:
+    """The run's record from config.json, or, when that is missing or damaged,
+    from its newest checkpoint (saying so); None for a new run."""
+    try:
+        record, problem = checkpoint.load_record(workdir), None
+    except checkpoint.CheckpointError as e:
+        record, problem = None, e
+    if record is not None:
+        return record
+    kept = checkpoint.checkpoint_record(workdir)
+    if kept is None:
+        if problem is not None:
+            raise TrainError(str(problem))
+        return None
+    state = "damaged" if problem else "missing"
+    print(f"{checkpoint.CONFIG_FILE} in {workdir} is {state}; restored from "
+          f"checkpoint {kept[0]}", file=sys.stderr, flush=True)
+    return kept[1]
+
+
+def _check_same_run(workdir: str, saved: dict[str, Any], record: dict[str, Any]
+                    ) -> None:
+    """Raises TrainError unless `record` continues the run `saved` describes."""
+    old, new = checkpoint.config_from_record(saved), checkpoint.config_from_record(record)
+    changed = [f for f in recipe_fields() if getattr(old, f) != getattr(new, f)]
+    if changed:
+        names = ", ".join(f"{f}={getattr(old, f)}" for f in changed)
+        hint = (" (no weight average: set `ema_decay` 0)"
+                if "ema_decay" in changed and not old.ema_decay else "")
+        raise TrainError(f"{workdir} holds a run with {names}{hint}; resume it "
+                         "with those values or use a new `workdir`")
+    was, now = saved.get(checkpoint.DATA_KEY), record.get(checkpoint.DATA_KEY)
+    if was and now and any(was[k] != now[k] for k in was.keys() & now.keys()):
+        order = (" (the same digits in another order count: the TFDS copy and the IDX "
+                 "files order them differently)" if was["examples"] == now["examples"]
+                 else "")
+        raise TrainError(f"{workdir} holds a run trained on other data "
+                         f"({_data_text(was)}; `data_dir` gives {_data_text(now)}){order}; "
+                         "resume it on its own data or use a new `workdir`")
+
+
+def _data_text(fingerprint: dict[str, Any]) -> str:
+    text = f"{fingerprint['examples']:,} images"
+    if "labels_sha256" in fingerprint:
+        text += f", labels sha256 {fingerprint['labels_sha256']}"
+    return text
 
 
 @contextlib.contextmanager
@@ -271,6 +314,7 @@ class Setup:
     grid_inputs: tuple[np.ndarray, np.ndarray]  # noise and labels of the grids
     mngr: Any                       # the workdir's Orbax CheckpointManager
     lock: int | None                # the workdir lock's descriptor (process 0)
+    record: dict[str, Any]          # config.json: recipe and data fingerprint
 
 
 def set_up(config: Config, options: RunOptions) -> Setup:
@@ -293,7 +337,8 @@ def set_up(config: Config, options: RunOptions) -> Setup:
     if config.batch_size > n:
         raise TrainError(f"`batch_size` {config.batch_size} is larger than the "
                          f"{n} training images")
-    _prepare_workdir(options.workdir, config)
+    record = checkpoint.run_record(config, data.fingerprint(train_labels, n))
+    _prepare_workdir(options.workdir, record)
     lock = lock_workdir(options.workdir) if parallel.is_primary() else None
     try:
         restored = _restore_newest_good(options.workdir)
@@ -319,7 +364,7 @@ def set_up(config: Config, options: RunOptions) -> Setup:
     return Setup(config, mesh, g_state, d_state, train_key, images_dev, labels_dev,
                  (train_images, train_labels), start,
                  min(total, options.max_steps or total), total, steps_per_epoch,
-                 sampling.grid_inputs(grid_key), mngr, lock)
+                 sampling.grid_inputs(grid_key), mngr, lock, record)
 
 
 def _restore_newest_good(workdir: str) -> checkpoint.Restored | None:
@@ -460,11 +505,18 @@ class Reporter:
         self.tb.scalars(step, scores)
         self.bar.write(_quality_line(epoch, record), file=sys.stderr)
 
-    def close(self) -> None:
+    def close(self, quiet: bool = False) -> None:
+        """Closes the log and the event files; `quiet`: ignoring a failure to
+        write their last bytes, when the run already stops on an error."""
         self.bar.close()
         if self.log:
-            self.log.close()
-            self.tb.close()
+            try:
+                self.log.close()
+                self.tb.close()
+            except (OSError, summaries.SummaryError) as e:
+                if not quiet:
+                    raise TrainError(f"cannot finish writing {self.path} or the "
+                                     f"TensorBoard events: {e}") from None
 
 
 def log_pending(pending: PendingMetrics, reporter: Reporter) -> None:
@@ -483,7 +535,7 @@ def save_checkpoint(run: Setup, g_state: TrainState, d_state: TrainState,
                     workdir: str) -> dict[str, Any] | None:
     """Saves a checkpoint (every process takes part) and, on process 0,
     generator.msgpack; returns what the latter holds (None elsewhere)."""
-    checkpoint.save(run.mngr, g_state, d_state, run.key)
+    checkpoint.save(run.mngr, g_state, d_state, run.key, run.record)
     if not parallel.is_primary():
         return None
     variables = _sampling_variables(g_state, run.config.ema_batch_stats)
@@ -532,9 +584,10 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
         print(run_line(run.mesh, config.batch_size, run.start_step, run.stop,
                        run.total, run.steps_per_epoch), file=sys.stderr, flush=True)
     g_state, d_state, step = run.g_state, run.d_state, run.start_step
-    pending, reporter = PendingMetrics(), Reporter(workdir, run, options.progress)
-    first_step_s = float("nan")
+    pending, reporter = PendingMetrics(), None
+    first_step_s, stopped_by_error = float("nan"), True
     try:
+        reporter = Reporter(workdir, run, options.progress)
         try:
             while step < run.stop:
                 count = steps_in_next_call(step, run, every)
@@ -564,6 +617,7 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
                                       variables, run, reporter)
                 elif at_checkpoint:
                     save_checkpoint(run, g_state, d_state, workdir)
+            stopped_by_error = False
         except KeyboardInterrupt:
             # Every dispatched step completes: log and save them before leaving.
             # Not in a multi-process run: a save needs every process at the same
@@ -573,11 +627,13 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
             if jax.process_count() > 1:
                 raise Interrupted(None) from None
             save_checkpoint(run, g_state, d_state, workdir)
+            stopped_by_error = False
             raise Interrupted(step) from None
-    except OSError as e:
+    except (OSError, summaries.SummaryError) as e:  # a full disk, say
         raise TrainError(f"cannot write to `workdir` {workdir}: {e}") from None
     finally:
-        reporter.close()
+        if reporter is not None:
+            reporter.close(quiet=stopped_by_error)
         run.mngr.close()
         if run.lock is not None:
             os.close(run.lock)

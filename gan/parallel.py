@@ -14,6 +14,8 @@ global array `[S, N/S, 28, 28]` whose shard s lives on process s's devices.
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from typing import Any
 
 import jax
@@ -30,18 +32,33 @@ class ParallelError(Exception):
     """A device or cluster setting that cannot work; the message is one line."""
 
 
+class JoinInterrupted(ParallelError):
+    """Ctrl-C or SIGTERM while waiting for the other processes at start."""
+
+
+# JAX's own deadline is set this much later than ours, so that ours, which ends
+# in one line, always comes first (JAX's ends the process with a C++ trace).
+_JAX_TIMEOUT_MARGIN_S = 30
+
+
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+               process_id: int | None = None, timeout: int = 120) -> None:
     """Joins a multi-process run (`jax.distributed.initialize`) when asked.
 
     With `coordinator` the three values come from the flags; without it, JAX
     reads them from a SLURM job step (`srun`) or an Open MPI launch (`mpirun`) of
     more than one task. A single process (the usual case) needs nothing.
+
+    Raises:
+      ParallelError: bad values, or not joined within `timeout` seconds.
+      JoinInterrupted: a KeyboardInterrupt (Ctrl-C, or SIGTERM as train.py
+        maps it) arrived while waiting.
     """
     if coordinator is None and num_processes is None and process_id is None:
         if not _cluster_environment():
             return
         args: dict[str, Any] = {}
+        where = "the other processes of the cluster job"
     else:
         if coordinator is None or num_processes is None or process_id is None:
             raise ParallelError("`coordinator`, `num_processes` and `process_id` "
@@ -55,13 +72,41 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                                 f"and `num_processes` positive")
         args = {"coordinator_address": coordinator, "num_processes": num_processes,
                 "process_id": process_id}
+        where = (f"all {num_processes} processes to join at {coordinator}"
+                 if process_id == 0 else f"the coordinator at {coordinator}")
     # CPU devices of different processes talk through Gloo (GPUs use NCCL).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    _join(args, timeout, where)
+
+
+def _join(args: dict[str, Any], timeout: int, where: str) -> None:
+    """`jax.distributed.initialize(**args)` in a helper thread, so that the main
+    thread, waiting for it, still takes Ctrl-C and SIGTERM and keeps the
+    deadline. (JAX's wait blocks signals and ends the process with a C++ trace.)
+    The caller exits at once after a ParallelError (`cli.fail`), helper and all.
+    """
+    failure: list[Exception] = []
+
+    def run() -> None:
+        try:
+            jax.distributed.initialize(
+                **args, initialization_timeout=timeout + _JAX_TIMEOUT_MARGIN_S)
+        except Exception as e:  # noqa: BLE001 - JAX raises several types here.
+            failure.append(e)
+
+    helper = threading.Thread(target=run, name="join-distributed-run", daemon=True)
     try:
-        jax.distributed.initialize(**args)
-    except Exception as e:  # noqa: BLE001 - JAX raises several types here.
+        print(f"waiting up to {timeout} s for {where}", file=sys.stderr, flush=True)
+        helper.start()
+        helper.join(timeout)
+    except KeyboardInterrupt:
+        raise JoinInterrupted(f"interrupted while waiting for {where}") from None
+    if helper.is_alive():
+        raise ParallelError(f"waited {timeout} s for {where} (`coordinator_timeout`); "
+                            "is every process started, with the same address?")
+    if failure:
         raise ParallelError(f"cannot join the distributed run: "
-                            f"{' '.join(str(e).split())[:200]}") from None
+                            f"{' '.join(str(failure[0]).split())[:200]}") from None
 
 
 def _cluster_environment() -> bool:

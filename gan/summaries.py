@@ -3,13 +3,40 @@ written with tensorboardX: no TensorFlow in the training process."""
 
 from __future__ import annotations
 
-from typing import Mapping
+import threading
+from typing import Any, Mapping
 
 import numpy as np
 from tensorboardX import SummaryWriter
 
 # Tag of the epoch-end 10x10 sample grid.
 GRID_TAG = "samples"
+
+
+class SummaryError(Exception):
+    """Events that could not be written (a full disk); the message is one line."""
+
+
+# Errors of tensorboardX's writer threads, for the next `Summaries` call to raise.
+_thread_errors: list[BaseException] = []
+
+
+def _keep_writer_thread_errors() -> None:
+    """tensorboardX writes events on a thread of its own. An error there (a
+    full disk) would print a traceback, end the thread, and leave the writer's
+    queue to fill and block training for good; this keeps the error instead."""
+    if getattr(threading.excepthook, "keeps_event_writer_errors", False):
+        return
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__module__.startswith("tensorboardX"):
+            _thread_errors.append(args.exc_value)
+        else:
+            previous(args)
+
+    hook.keeps_event_writer_errors = True
+    threading.excepthook = hook
 
 
 def tag(name: str) -> str:
@@ -24,25 +51,43 @@ def tag(name: str) -> str:
 
 
 class Summaries:
-    """Scalars (tagged by `tag`) and sample grids of one training process."""
+    """Scalars (tagged by `tag`) and sample grids of one training process.
+
+    Every method raises SummaryError when events cannot be written, here or
+    (found at the next call) on the writer's thread.
+    """
 
     def __init__(self, workdir: str, start_step: int):
+        _keep_writer_thread_errors()
+        self._workdir = workdir
         # A run stopped hard may have logged past its last checkpoint. The
         # resumed run repeats those steps; purge_step tells TensorBoard to drop
         # the old events from that step on, so curves go on without duplicates.
-        self._writer = SummaryWriter(workdir, purge_step=start_step + 1 if start_step
-                                     else None)
+        self._writer = self._call(SummaryWriter, workdir, purge_step=start_step + 1
+                                  if start_step else None)
+
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _thread_errors:
+            try:
+                return method(*args, **kwargs)
+            except OSError as e:
+                _thread_errors.append(e)
+        error = _thread_errors.pop()
+        _thread_errors.clear()
+        reason = getattr(error, "strerror", None) or error
+        raise SummaryError(f"cannot write TensorBoard events in {self._workdir}: "
+                           f"{reason}")
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         for name, value in values.items():
-            self._writer.add_scalar(tag(name), value, step)
+            self._call(self._writer.add_scalar, tag(name), value, step)
 
     def grid(self, step: int, image: np.ndarray) -> None:
         """A grid picture, uint8 `[H, W]`."""
-        self._writer.add_image(GRID_TAG, image, step, dataformats="HW")
+        self._call(self._writer.add_image, GRID_TAG, image, step, dataformats="HW")
 
     def flush(self) -> None:
-        self._writer.flush()
+        self._call(self._writer.flush)
 
     def close(self) -> None:
-        self._writer.close()
+        self._call(self._writer.close)

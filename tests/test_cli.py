@@ -202,7 +202,11 @@ def test_sample_damaged_checkpoint_is_one_line_error(trained, tmp_path, damage):
                     with open(path, "r+b") as f:
                         f.truncate(10)
     elif damage == "delete_config":
+        # and the copy a checkpoint keeps (as in checkpoints from before it)
         os.remove(broken / "config.json")
+        meta = broken / "checkpoints" / "3" / "_CHECKPOINT_METADATA"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()),
+                                    "custom_metadata": {}}))
     else:
         shutil.rmtree(broken)
         broken.mkdir()

@@ -3,12 +3,16 @@ survive a kill, damaged checkpoints set aside, and one-line refusals."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -126,6 +130,38 @@ def test_a_config_json_that_is_not_a_config_is_one_line(tmp_path, content):
 def test_a_malformed_coordinator_is_refused_before_any_wait(address):
     with pytest.raises(parallel.ParallelError, match="must be host:port"):
         parallel.initialize(address, 2, 1)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:       # bound, never listening: connections refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_absent_coordinator_ends_the_wait_in_one_line(tmp_path, data_dir):
+    port = _closed_port()
+    result = run("train.py", "--workdir", tmp_path / "run", "--data-dir", data_dir,
+                 "--coordinator", f"127.0.0.1:{port}", "--num-processes", 2,
+                 "--process-id", 1, "--coordinator-timeout", 3)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    waiting, line = result.stderr.strip().splitlines()     # the wait is announced
+    assert waiting == f"waiting up to 3 s for the coordinator at 127.0.0.1:{port}"
+    assert line.startswith("train.py: error: waited 3 s for the coordinator at "
+                           f"127.0.0.1:{port} (--coordinator-timeout)")
+
+
+def test_sigterm_while_waiting_for_the_coordinator_ends_the_run(tmp_path, data_dir):
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "--workdir", str(tmp_path / "run"), "--data-dir",
+         data_dir, "--coordinator", f"127.0.0.1:{_closed_port()}", "--num-processes",
+         "2", "--process-id", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr.readline().startswith("waiting up to 120 s")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 130
+        assert "interrupted while waiting for the coordinator" in proc.stderr.read()
+    finally:
+        proc.kill()
 
 
 def test_paths_with_a_tilde_are_expanded():
@@ -252,3 +288,179 @@ def test_a_failed_orbax_save_is_one_line(tmp_path, data_dir, monkeypatch):
     assert "\n" not in str(info.value)
     monkeypatch.undo()
     assert checkpoint.restore(str(workdir)).step == 2
+
+
+def test_a_lost_config_json_is_restored_from_the_newest_checkpoint(
+        tmp_path, data_dir, capsys):
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 4, checkpoint_every=2)
+    original = json.loads((workdir / "config.json").read_text())
+    assert original["training_data"]["examples"] == 60
+    (workdir / "config.json").unlink()
+    # sample.py and evaluate.py read the checkpoint's copy as well.
+    assert checkpoint.restore(str(workdir)).config == CONFIG.with_shards(1)
+    assert _train(workdir, data_dir, 5).step == 5
+    assert "config.json in" in capsys.readouterr().err
+    assert json.loads((workdir / "config.json").read_text()) == original
+
+
+@pytest.mark.parametrize("damage", ["missing", "damaged"])
+def test_a_lost_config_json_still_refuses_another_recipe(tmp_path, data_dir, damage):
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 2, checkpoint_every=2)
+    if damage == "missing":
+        (workdir / "config.json").unlink()
+    else:
+        (workdir / "config.json").write_text('{"batch_size": 10, "ep')
+    with pytest.raises(loop.TrainError, match="holds a run with seed=0"):
+        loop.train_and_evaluate(dataclasses.replace(CONFIG, seed=7), RunOptions(
+            workdir=str(workdir), data_dir=data_dir, max_steps=3, progress=False))
+    assert not (workdir / "config.json").exists() or damage == "damaged"
+
+
+@pytest.mark.parametrize("other", ["more images", "same count, other labels"])
+def test_resuming_on_other_training_data_is_refused(tmp_path, data_dir, other):
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 2)
+    folder = tmp_path / "other"
+    folder.mkdir()
+    write_idx_arrays(folder, *block_digits(80 if other == "more images" else 60, seed=3))
+    with pytest.raises(loop.TrainError, match="trained on other data .60 images, "
+                       "labels sha256 [0-9a-f]{16}; `data_dir` gives"):
+        _train(workdir, str(folder), 3)
+    assert _steps(workdir) == [1, 2]
+    _train(workdir, data_dir, 3)                         # its own data resumes
+    assert _steps(workdir) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("flags,says", [
+    ("garbage", "XLA_FLAGS holds 'garbage', not a flag"),
+    ("--xla_no_such_flag=1", "XLA refuses XLA_FLAGS='--xla_no_such_flag=1': "),
+])
+def test_xla_flags_that_xla_refuses_are_one_line(tmp_path, data_dir, flags, says):
+    result = subprocess.run(
+        [sys.executable, "train.py", "--workdir", str(tmp_path / "run"), "--data-dir",
+         data_dir, "--max-steps", "1"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"})
+    assert says in one_line_error(result)
+    assert not (tmp_path / "run").exists()
+
+
+def test_sampling_a_live_run_that_deletes_its_checkpoints(tmp_path, data_dir):
+    """`--keep 1 --checkpoint-every 1`: every step replaces the last checkpoint,
+    yet each read of the workdir gets a whole one."""
+    workdir = tmp_path / "run"
+    trainer = subprocess.Popen(
+        [sys.executable, "train.py", "--workdir", str(workdir), "--data-dir", data_dir,
+         "--batch-size", "10", "--max-steps", "400", "--keep", "1",
+         "--checkpoint-every", "1", "--no-progress"], cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "GAN_COMPILE_CACHE": str(SHARED_CACHE)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        steps = []
+        while len(steps) < 6 and trainer.poll() is None:
+            folder = workdir / "checkpoints"
+            if not folder.is_dir() or not any(n.isdigit() for n in os.listdir(folder)):
+                time.sleep(0.2)                      # no checkpoint yet
+                continue
+            steps.append(checkpoint.load_sampler(str(workdir)).step)
+        assert len(steps) == 6, trainer.stderr.read()
+        assert steps == sorted(steps) and steps[-1] > steps[0]   # it was moving
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
+def test_a_missing_data_chunk_is_one_line_without_stray_tracebacks(tmp_path, data_dir):
+    """Orbax's abandoned reads used to print hundreds of traceback lines from
+    other threads (in most runs), around the one line."""
+    workdir = tmp_path / "run"
+    _train(workdir, data_dir, 2)
+    chunks = workdir / "checkpoints" / "2" / "default" / "ocdbt.process_0" / "d"
+    for chunk in chunks.iterdir():                          # the arrays' data
+        chunk.unlink()
+    for _ in range(3):
+        line = one_line_error(run("sample.py", "--checkpoint", workdir, "--out",
+                                  tmp_path / "s.png"))
+        assert "checkpoint 2 in" in line and "cannot be loaded" in line
+
+
+class _FullDisk:
+    """A file whose writes fail with ENOSPC after `ok` of them."""
+
+    def __init__(self, f, ok: int):
+        self._f, self._ok = f, ok
+
+    def write(self, text):
+        if self._ok <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._ok -= 1
+        return self._f.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def test_a_full_disk_while_logging_is_one_line_and_resumes(tmp_path, data_dir,
+                                                           monkeypatch):
+    workdir = tmp_path / "run"
+    real_open = open
+
+    def log_fills_the_disk(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return _FullDisk(f, ok=3) if mode == "a" else f
+
+    monkeypatch.setattr(loop, "open", log_fills_the_disk, raising=False)
+    with pytest.raises(loop.TrainError, match="cannot write to `workdir`.*No space left"):
+        _train(workdir, data_dir, 6)
+    monkeypatch.undo()
+    assert _train(workdir, data_dir, 6).step == 6          # the space is back
+    assert _steps(workdir) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_full_disk_on_the_event_writer_thread_is_one_line(tmp_path, data_dir,
+                                                            monkeypatch):
+    """tensorboardX writes on its own thread: a failure there used to print a
+    traceback and leave the writer's queue to block training once full."""
+    from tensorboardX import record_writer
+    real_write, calls = record_writer.RecordWriter.write, []
+
+    def write(self, data):
+        calls.append(1)
+        if len(calls) > 2:                    # the file's header goes through
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, data)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", write)
+    with pytest.raises(loop.TrainError, match="cannot write TensorBoard events in "
+                       ".*No space left"):
+        _train(tmp_path / "run", data_dir, 40)
+
+
+def _mount_tmpfs(folder, size: str) -> None:
+    folder.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                             str(folder)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"a real full disk needs a tmpfs mount (root): {result.stderr}")
+
+
+def test_a_real_full_disk_keeps_the_last_checkpoint_and_resumes(tmp_path, data_dir):
+    """On a 2 MB tmpfs the first checkpoint (about 20 MB) cannot be written."""
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "2m")
+    try:
+        args = ["--workdir", disk / "run", "--data-dir", data_dir, "--batch-size", 10,
+                "--max-steps", 4, "--checkpoint-every", 2, "--log-every", 1]
+        result = run("train.py", *args, "--no-progress")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        start, line = result.stderr.strip().splitlines()   # nothing from Orbax
+        assert start.startswith("training on") and line.startswith(
+            "train.py: error: cannot save checkpoint 2 (ValueError: RESOURCE_EXHAUSTED")
+        assert os.listdir(disk / "run" / "checkpoints") == []   # no temp folder left
+        subprocess.run(["mount", "-o", "remount,size=200m", str(disk)], check=True)
+        result = run("train.py", *args, "--no-progress")
+        assert result.returncode == 0, result.stderr
+        assert _steps(disk / "run") == [1, 2, 3, 4]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
