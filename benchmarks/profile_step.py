@@ -122,14 +122,15 @@ def busy_spans(events: list[dict], threads: set) -> dict[int, list]:
 
 def busy_counts(spans: dict[int, list], lo: float, hi: float, with_tasks: bool
                 ) -> tuple[list[float], list[int]]:
-    """Breakpoints and, between them, how many threads are busy in [lo, hi)."""
+    """Breakpoints and, between them, how many threads are busy, for the spans
+    that start in [lo, hi); the first breakpoint is `lo` (none busy yet)."""
     edges = []
     for tid, items in spans.items():
         for s, e, name in items:
             if lo <= s < hi and (with_tasks or name is not None):
                 edges += [(s, 1, tid), (e, -1, tid)]
     edges.sort(key=lambda p: (p[0], -p[1]))
-    depth, times, counts = collections.Counter(), [], []
+    depth, times, counts = collections.Counter(), [lo], [0]
     for t, delta, tid in edges:
         depth[tid] += delta
         times.append(t)
@@ -163,23 +164,31 @@ def main() -> None:
     names = {e["tid"]: e["args"]["name"] for e in events
              if e.get("ph") == "M" and e.get("name") == "thread_name"}
     pool = {tid for tid, n in names.items() if POOL_THREAD in n}
+    if not pool:
+        sys.exit(f"profile_step.py: no {POOL_THREAD} threads in the trace (another "
+                 "JAX version names them otherwise?)")
     events = sorted((e for e in events if e.get("ph") == "X"), key=lambda e: e["ts"])
     calls = []                                  # outermost calls of the step
     for e in events:
         if e["name"].startswith("PjitFunction") and (
                 not calls or e["ts"] > calls[-1]["ts"] + calls[-1]["dur"]):
             calls.append(e)
+    if not calls:
+        sys.exit("profile_step.py: no PjitFunction calls in the trace")
     bounds = [c["ts"] for c in calls] + [events[-1]["ts"] + events[-1]["dur"]]
     spans = busy_spans(events, pool)
     print(f"trace: {path}\n{len(pool)} pool threads; CPU time / wall "
           f"{info['cpu_per_wall']:.2f} (system {info['system_share']:.0%}); "
           f"{info['page_faults_per_step']:.0f} page faults per step")
     for i in range(len(calls)):
-        lo, hi = bounds[i], bounds[i + 1]
+        # A step: from its call until its last op or task ends (dispatch included).
+        lo = bounds[i]
+        end = busy_counts(spans, lo, bounds[i + 1], True)[0][-1]
+        wall = end - lo
         for with_tasks in (True, False):
-            times, counts = busy_counts(spans, lo, hi, with_tasks)
-            wall = times[-1] - times[0]
-            busy = ", ".join(f"{n} busy {time_at(times, counts, n, lo, hi) / 1e3:.0f} ms"
+            times, counts = busy_counts(spans, lo, bounds[i + 1], with_tasks)
+            times, counts = times + [end], counts + [0]     # idle to the end
+            busy = ", ".join(f"{n} busy {time_at(times, counts, n, lo, end) / 1e3:.0f} ms"
                              for n in range(len(pool) + 1))
             what = "ops and pool tasks" if with_tasks else "named ops only"
             print(f"step {i + 1}: {wall / 1e3:.0f} ms; {what}: {busy}")

@@ -61,8 +61,10 @@ class Restored:
 
 # The key of the training data's fingerprint in a run's record (`gan.data.fingerprint`).
 DATA_KEY = "training_data"
-# The key of the run's record in each checkpoint's Orbax custom metadata.
+# The key of the run's record in each checkpoint's Orbax custom metadata, and
+# the file in a step's folder where Orbax keeps that metadata.
 RECORD_KEY = "run"
+STEP_METADATA = "_CHECKPOINT_METADATA"
 
 
 def run_record(config: Config, data_fingerprint: dict[str, Any] | None = None
@@ -95,7 +97,7 @@ def load_record(workdir: str) -> dict[str, Any] | None:
     try:
         with open(path) as f:
             record = json.load(f)
-        config_from_record(record)
+        check_record(record)
         return record
     except (OSError, ValueError, TypeError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from None
@@ -112,21 +114,32 @@ def checkpoint_record(workdir: str, step: int | None = None
     """(step, record) kept in the given checkpoint, or else in the newest one
     holding a readable record; None when none does (checkpoints from before
     records were kept)."""
-    if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+    folder = os.path.join(workdir, CHECKPOINT_DIR)
+    if not os.path.isdir(folder):
         return None
-    mngr = manager(workdir)
-    try:
-        steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
-        for s in steps:
-            try:
-                record = (mngr.metadata(s).custom_metadata or {}).get(RECORD_KEY)
-                config_from_record(record)
-                return s, record
-            except Exception:  # noqa: BLE001 - a damaged step: try the next
-                continue
-        return None
-    finally:
-        mngr.close()
+    # Read from Orbax's step metadata file directly: a CheckpointManager would
+    # wait for the other processes of a multi-process run.
+    steps = [step] if step is not None else sorted(
+        (int(name) for name in os.listdir(folder) if name.isdigit()), reverse=True)
+    for s in steps:
+        try:
+            with open(os.path.join(folder, str(s), STEP_METADATA)) as f:
+                record = json.load(f)["custom_metadata"][RECORD_KEY]
+            check_record(record)
+            return s, record
+        except (OSError, ValueError, TypeError, KeyError):  # try the next
+            continue
+    return None
+
+
+def check_record(record: Any) -> None:
+    """Raises ValueError (or TypeError) unless `record` is a run's record: a
+    valid config, and a data fingerprint with an image count if any."""
+    config_from_record(record)
+    data = record.get(DATA_KEY)
+    if data is not None and not (isinstance(data, dict)
+                                 and isinstance(data.get("examples"), int)):
+        raise ValueError(f"`{DATA_KEY}` holds {data!r}, not a data fingerprint")
 
 
 def config_from_record(fields: dict[str, Any]) -> Config:
@@ -200,17 +213,54 @@ def save(mngr: ocp.CheckpointManager, g_state: TrainState, d_state: TrainState,
         return
     payload = _payload(g_state, d_state, key)
     payload[DIGEST] = np.frombuffer(bytes.fromhex(digest(payload)), np.uint8)
-    _silence_abandoned_io()
     try:
-        mngr.save(step, args=ocp.args.StandardSave(payload),
-                  custom_metadata={RECORD_KEY: record} if record else None)
-        mngr.wait_until_finished()
+        with _ORBAX_NOISE:
+            mngr.save(step, args=ocp.args.StandardSave(payload),
+                      custom_metadata={RECORD_KEY: record} if record else None)
+            mngr.wait_until_finished()
     except Exception as e:  # noqa: BLE001 - a full disk is a ValueError in Orbax
         _remove_unfinished(str(mngr.directory))
         text = " ".join(str(e).split())[:200]
         raise CheckpointError(f"cannot save checkpoint {step} "
                               f"({type(e).__name__}: {text}); the previous "
                               "checkpoint is kept") from None
+
+
+def _newest_step(workdir: str) -> int | None:
+    """The newest complete checkpoint's step (None: none, or no such folder).
+
+    Raises:
+      CheckpointError: a step vanished while Orbax listed them (a live run).
+    """
+    if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
+        return None
+    mngr = _open_manager(workdir)
+    try:
+        return mngr.latest_step()
+    finally:
+        mngr.close()
+
+
+def _open_manager(workdir: str) -> ocp.CheckpointManager:
+    """`manager(workdir)` for reading; a listing that fails (a step deleted
+    while Orbax reads the steps' times) is a CheckpointError."""
+    try:
+        return manager(workdir)
+    except OSError as e:
+        raise CheckpointError(f"cannot list the checkpoints in {workdir}: "
+                              f"{e.strerror or e}") from None
+
+
+def _replaced(workdir: str, step: int | None) -> bool:
+    """Whether checkpoint `step` (None: the listing failed) is gone or going,
+    a newer one in its place: Orbax deletes a step's files one by one."""
+    if step is None:
+        return True
+    try:
+        return (not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR, str(step)))
+                or _newest_step(workdir) != step)
+    except CheckpointError:
+        return True
 
 
 def _remove_unfinished(folder: str) -> None:
@@ -239,7 +289,7 @@ def restore(workdir: str, step: int | None = None) -> Restored:
             raise CheckpointError(f"{workdir} holds no {CONFIG_FILE}: not a "
                                   "train.py workdir")
         raise problem or CheckpointError(f"{workdir} holds no checkpoints yet")
-    mngr = manager(workdir)
+    mngr = _open_manager(workdir)
     step = mngr.latest_step() if step is None else step
     if step is None:
         mngr.close()
@@ -256,7 +306,6 @@ def restore(workdir: str, step: int | None = None) -> Restored:
     key = jax.random.key(config.seed)
     target = _payload(g_state, d_state, key)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    _silence_abandoned_io()  # before: a failed read's noise starts at once
     try:
         metadata = mngr.item_metadata(step)
         if metadata is not None and DIGEST in metadata:
@@ -264,7 +313,8 @@ def restore(workdir: str, step: int | None = None) -> Restored:
         # Refused before Orbax reads any array: its failed restores leave
         # TensorStore handles open.
         _check_fits(abstract, metadata, f"checkpoint {step} in {workdir}")
-        raw = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+        with _ORBAX_NOISE:
+            raw = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
         saved = raw.pop(DIGEST, None)
         if saved is None:
             _unverified(f"checkpoint {step} in {workdir}")
@@ -287,37 +337,63 @@ def restore(workdir: str, step: int | None = None) -> Restored:
                     int(d_state.step), config)
 
 
-def _silence_abandoned_io() -> None:
-    """Drops the noise of a failed Orbax restore.
+class _OrbaxNoise:
+    """Drops the noise of a failed Orbax save or restore, and only that.
 
-    After the first array fails to read (a missing data chunk) or write (a
-    full disk), Orbax's other reads or writes are abandoned: their callbacks
-    find the event loop closed and their coroutines are never awaited. Python reports each on stderr, as an
-    "unraisable" exception or through asyncio's logger ("Task exception was
-    never retrieved"), from other threads or at garbage collection: hundreds of
-    lines around our one. This drops those, and only those.
+    When the first array fails to write (a full disk) or read (a missing data
+    chunk), Orbax's other writes or reads are abandoned: their callbacks find
+    the event loop closed and their coroutines are never awaited. Python
+    reports each on stderr, as an "unraisable" exception or through asyncio's
+    logger ("Task exception was never retrieved"), from other threads, during
+    the call or later at garbage collection; Orbax's threads also log the
+    error, traceback and all. Hundreds of lines around the one line that
+    `save`/`restore` raise. Used as `with _ORBAX_NOISE:` around each call.
+
+    - absl ERROR records from Orbax's files are dropped during a call only;
+    - "Event loop is closed" unraisables and Orbax's never-awaited coroutines,
+      during a call and, once one has failed, for good (else never);
+    - never-retrieved Orbax/TensorStore task errors, always (none is ever ours
+      to report).
     """
-    if getattr(sys.unraisablehook, "drops_abandoned_reads", False):
-        return
-    logging.getLogger("asyncio").addFilter(lambda record: not (
-        "never retrieved" in (text := record.getMessage())
-        and ("orbax" in text or "TensorStore" in text)))
-    # Orbax's threads also log, traceback and all, the error they pass on to
-    # us; every Orbax call here turns that error into one line.
-    logging.getLogger("absl").addFilter(lambda record: not (
-        "orbax" in record.pathname and record.levelno >= logging.ERROR))
-    previous = sys.unraisablehook
 
-    def hook(unraisable: Any) -> None:
-        abandoned = (
-            (isinstance(unraisable.exc_value, RuntimeError)
-             and "Event loop is closed" in str(unraisable.exc_value))
-            or "orbax" in repr(getattr(unraisable.object, "cr_code", "")))
-        if not abandoned:
-            previous(unraisable)
+    def __init__(self):
+        self.active = False   # inside a call: its noise starts before it raises
+        self.failed = False   # a call failed: its leftovers may come any time
+        self.installed = False
 
-    hook.drops_abandoned_reads = True
-    sys.unraisablehook = hook
+    def _absl(self, record: logging.LogRecord) -> bool:
+        return not ("orbax" in record.pathname and record.levelno >= logging.ERROR)
+
+    def _install(self) -> None:
+        self.installed = True
+        logging.getLogger("asyncio").addFilter(lambda record: not (
+            "never retrieved" in (text := record.getMessage())
+            and ("orbax" in text or "TensorStore" in text)))
+        previous = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            abandoned = (self.active or self.failed) and (
+                (isinstance(unraisable.exc_value, RuntimeError)
+                 and "Event loop is closed" in str(unraisable.exc_value))
+                or "orbax" in repr(getattr(unraisable.object, "cr_code", "")))
+            if not abandoned:
+                previous(unraisable)
+
+        sys.unraisablehook = hook
+
+    def __enter__(self) -> None:
+        if not self.installed:
+            self._install()
+        self.active = True
+        logging.getLogger("absl").addFilter(self._absl)
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        logging.getLogger("absl").removeFilter(self._absl)
+        self.active = False
+        self.failed = self.failed or kind is not None
+
+
+_ORBAX_NOISE = _OrbaxNoise()
 
 
 def _check_fits(abstract: Any, metadata: Any, what: str) -> None:
@@ -443,11 +519,14 @@ def load_sampler(path: str, raw: bool = False) -> GeneratorWeights:
                 "weights pass the train.py workdir it came from")
         return weights
     for attempt in range(LIVE_RUN_ATTEMPTS):
+        newest = None
         try:
-            restored = restore(path)
+            newest = _newest_step(path)
+            restored = restore(path, newest)
             break
-        except CheckpointError:  # a live run may have deleted the step just listed
-            if attempt == LIVE_RUN_ATTEMPTS - 1:
+        except CheckpointError:
+            # Again only if a live run replaced the step under us (`keep`).
+            if attempt == LIVE_RUN_ATTEMPTS - 1 or not _replaced(path, newest):
                 raise
     g_state = restored.g_state
     variables = ema.sampling_variables(g_state, restored.config.ema_batch_stats, raw)

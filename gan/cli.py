@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import re
+import shlex
 import subprocess
 import sys
 from typing import Any, NoReturn
@@ -129,16 +130,25 @@ def check_xla_flags() -> None:
     flags = os.environ.get("XLA_FLAGS", "").strip()
     if not flags:
         return
-    for token in flags.split():
-        if not re.fullmatch(r"--\w+(=\S*)?", token):
+    try:
+        tokens = shlex.split(flags)   # XLA takes quoted values: --xla_dump_to="a b"
+    except ValueError as e:
+        fail(f"XLA_FLAGS={flags!r} cannot be read: {e}")
+    for token in tokens:
+        if not re.fullmatch(r"--\w+(=.*)?", token, re.S):
             fail(f"XLA_FLAGS holds {token!r}, not a flag like --xla_name=value")
-    probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"],
-                           capture_output=True, text=True,
-                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"],
+                               capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    except subprocess.TimeoutExpired:
+        return                        # undecided: let the run itself find out
     if probe.returncode != 0:
         lines = probe.stderr.strip().splitlines() or ["(no message)"]
-        reason = next((line for line in lines if "XLA_FLAGS" in line), lines[-1])
-        fail(f"XLA refuses XLA_FLAGS={flags!r}: {reason.split('] ')[-1].strip()}")
+        refused = next((line for line in lines if "XLA_FLAGS" in line), None)
+        if refused:
+            fail(f"XLA refuses XLA_FLAGS={flags!r}: {refused.split('] ')[-1].strip()}")
+        fail(f"JAX does not start with XLA_FLAGS={flags!r}: {lines[-1].strip()}")
 
 
 def check_writable(path: str, flag: str) -> None:

@@ -143,9 +143,9 @@ def _check_same_run(workdir: str, saved: dict[str, Any], record: dict[str, Any]
                          "with those values or use a new `workdir`")
     was, now = saved.get(checkpoint.DATA_KEY), record.get(checkpoint.DATA_KEY)
     if was and now and any(was[k] != now[k] for k in was.keys() & now.keys()):
-        order = (" (the same digits in another order count: the TFDS copy and the IDX "
-                 "files order them differently)" if was["examples"] == now["examples"]
-                 else "")
+        order = (" (the same digits in another order count as other data: the TFDS "
+                 "copy and the IDX files order them differently)"
+                 if was["examples"] == now["examples"] else "")
         raise TrainError(f"{workdir} holds a run trained on other data "
                          f"({_data_text(was)}; `data_dir` gives {_data_text(now)}){order}; "
                          "resume it on its own data or use a new `workdir`")
@@ -465,7 +465,11 @@ class Reporter:
         if self.primary:
             _trim_metrics(self.path, run.start_step)
             self.log = open(self.path, "a")
-            self.tb = summaries.Summaries(workdir, run.start_step)
+            try:
+                self.tb = summaries.Summaries(workdir, run.start_step)
+            except summaries.SummaryError:
+                self.log.close()
+                raise
         self.bar = tqdm(total=run.stop, initial=run.start_step, unit="step",
                         disable=not (progress and self.primary), dynamic_ncols=True)
         self.t0, self.started = time.perf_counter(), round(time.time())
@@ -509,14 +513,16 @@ class Reporter:
         """Closes the log and the event files; `quiet`: ignoring a failure to
         write their last bytes, when the run already stops on an error."""
         self.bar.close()
-        if self.log:
+        errors = []
+        for closable in (self.log, self.tb):
             try:
-                self.log.close()
-                self.tb.close()
+                if closable is not None:
+                    closable.close()
             except (OSError, summaries.SummaryError) as e:
-                if not quiet:
-                    raise TrainError(f"cannot finish writing {self.path} or the "
-                                     f"TensorBoard events: {e}") from None
+                errors.append(e)
+        if errors and not quiet:
+            raise TrainError(f"cannot finish writing {self.path} or the TensorBoard "
+                             f"events: {errors[0]}")
 
 
 def log_pending(pending: PendingMetrics, reporter: Reporter) -> None:
@@ -585,7 +591,7 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
                        run.total, run.steps_per_epoch), file=sys.stderr, flush=True)
     g_state, d_state, step = run.g_state, run.d_state, run.start_step
     pending, reporter = PendingMetrics(), None
-    first_step_s, stopped_by_error = float("nan"), True
+    first_step_s, finished = float("nan"), False
     try:
         reporter = Reporter(workdir, run, options.progress)
         try:
@@ -617,7 +623,7 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
                                       variables, run, reporter)
                 elif at_checkpoint:
                     save_checkpoint(run, g_state, d_state, workdir)
-            stopped_by_error = False
+            finished = True
         except KeyboardInterrupt:
             # Every dispatched step completes: log and save them before leaving.
             # Not in a multi-process run: a save needs every process at the same
@@ -627,15 +633,16 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
             if jax.process_count() > 1:
                 raise Interrupted(None) from None
             save_checkpoint(run, g_state, d_state, workdir)
-            stopped_by_error = False
             raise Interrupted(step) from None
     except (OSError, summaries.SummaryError) as e:  # a full disk, say
         raise TrainError(f"cannot write to `workdir` {workdir}: {e}") from None
     finally:
-        if reporter is not None:
-            reporter.close(quiet=stopped_by_error)
-        run.mngr.close()
-        if run.lock is not None:
-            os.close(run.lock)
+        try:  # a failure to close the log is reported only after a clean finish
+            if reporter is not None:
+                reporter.close(quiet=not finished)
+        finally:
+            run.mngr.close()
+            if run.lock is not None:
+                os.close(run.lock)
     return FitResult(step, step - run.start_step, time.perf_counter() - reporter.t0,
                      first_step_s, peak_rss_mb(), reporter.last)

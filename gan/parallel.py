@@ -99,9 +99,10 @@ def _join(args: dict[str, Any], timeout: int, where: str) -> None:
         print(f"waiting up to {timeout} s for {where}", file=sys.stderr, flush=True)
         helper.start()
         helper.join(timeout)
+        waiting = helper.is_alive()
     except KeyboardInterrupt:
         raise JoinInterrupted(f"interrupted while waiting for {where}") from None
-    if helper.is_alive():
+    if waiting:
         raise ParallelError(f"waited {timeout} s for {where} (`coordinator_timeout`); "
                             "is every process started, with the same address?")
     if failure:

@@ -154,14 +154,17 @@ def test_sigterm_while_waiting_for_the_coordinator_ends_the_run(tmp_path, data_d
     proc = subprocess.Popen(
         [sys.executable, "train.py", "--workdir", str(tmp_path / "run"), "--data-dir",
          data_dir, "--coordinator", f"127.0.0.1:{_closed_port()}", "--num-processes",
-         "2", "--process-id", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+         "2", "--process-id", "1"], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
     try:
+        # (A process that dies first ends the line: readline cannot hang.)
         assert proc.stderr.readline().startswith("waiting up to 120 s")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 130
         assert "interrupted while waiting for the coordinator" in proc.stderr.read()
     finally:
         proc.kill()
+        proc.wait()
 
 
 def test_paths_with_a_tilde_are_expanded():
@@ -355,7 +358,7 @@ def test_sampling_a_live_run_that_deletes_its_checkpoints(tmp_path, data_dir):
          "--batch-size", "10", "--max-steps", "400", "--keep", "1",
          "--checkpoint-every", "1", "--no-progress"], cwd=ROOT,
         env={**os.environ, "JAX_PLATFORMS": "cpu", "GAN_COMPILE_CACHE": str(SHARED_CACHE)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr.txt", "w"))
     try:
         steps = []
         while len(steps) < 6 and trainer.poll() is None:
@@ -364,7 +367,7 @@ def test_sampling_a_live_run_that_deletes_its_checkpoints(tmp_path, data_dir):
                 time.sleep(0.2)                      # no checkpoint yet
                 continue
             steps.append(checkpoint.load_sampler(str(workdir)).step)
-        assert len(steps) == 6, trainer.stderr.read()
+        assert len(steps) == 6, (tmp_path / "stderr.txt").read_text()
         assert steps == sorted(steps) and steps[-1] > steps[0]   # it was moving
     finally:
         trainer.kill()
