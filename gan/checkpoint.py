@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from typing import Any
 
 import jax
@@ -42,7 +43,8 @@ LEGACY_FIELDS = {"ema_decay": 0.0}
 
 # Reads of a workdir a run is writing: a step listed may be deleted (`keep`)
 # before it is read; each attempt takes the newest step again.
-LIVE_RUN_ATTEMPTS = 5
+LIVE_RUN_ATTEMPTS = 10
+LIVE_RUN_PAUSE_S = 0.1
 
 
 class CheckpointError(Exception):
@@ -228,17 +230,15 @@ def save(mngr: ocp.CheckpointManager, g_state: TrainState, d_state: TrainState,
 
 def _newest_step(workdir: str) -> int | None:
     """The newest complete checkpoint's step (None: none, or no such folder).
-
-    Raises:
-      CheckpointError: a step vanished while Orbax listed them (a live run).
-    """
-    if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
-        return None
-    mngr = _open_manager(workdir)
+    Orbax saves into `<step>.orbax-checkpoint-tmp*` and renames the folder to
+    `<step>` when complete; listing the names needs no Orbax manager, which
+    would read every step's time and fail on one a live run just deleted."""
     try:
-        return mngr.latest_step()
-    finally:
-        mngr.close()
+        names = os.listdir(os.path.join(workdir, CHECKPOINT_DIR))
+    except OSError:
+        return None
+    steps = [int(name) for name in names if name.isdigit()]
+    return max(steps) if steps else None
 
 
 def _open_manager(workdir: str) -> ocp.CheckpointManager:
@@ -252,15 +252,12 @@ def _open_manager(workdir: str) -> ocp.CheckpointManager:
 
 
 def _replaced(workdir: str, step: int | None) -> bool:
-    """Whether checkpoint `step` (None: the listing failed) is gone or going,
+    """Whether checkpoint `step` is gone or going,
     a newer one in its place: Orbax deletes a step's files one by one."""
-    if step is None:
-        return True
-    try:
-        return (not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR, str(step)))
-                or _newest_step(workdir) != step)
-    except CheckpointError:
-        return True
+    if step is None:  # there was none: nothing to wait for
+        return False
+    return (not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR, str(step)))
+            or _newest_step(workdir) != step)
 
 
 def _remove_unfinished(folder: str) -> None:
@@ -528,6 +525,7 @@ def load_sampler(path: str, raw: bool = False) -> GeneratorWeights:
             # Again only if a live run replaced the step under us (`keep`).
             if attempt == LIVE_RUN_ATTEMPTS - 1 or not _replaced(path, newest):
                 raise
+            time.sleep(LIVE_RUN_PAUSE_S)
     g_state = restored.g_state
     variables = ema.sampling_variables(g_state, restored.config.ema_batch_stats, raw)
     return GeneratorWeights(variables, restored.step, restored.config,

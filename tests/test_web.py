@@ -114,10 +114,12 @@ def _ask(driver, text: str) -> str:
         lambda d: d.find_element(By.CSS_SELECTOR, "#number textarea, #number input"))
     box.clear()
     box.send_keys(text)
+    # The answer must replace the last one (an earlier warning would match).
+    old = driver.find_element(By.CSS_SELECTOR, "#status").text
     driver.find_element(By.CSS_SELECTOR, "#write").click()
     return WebDriverWait(driver, 60).until(
         lambda d: (s := d.find_element(By.CSS_SELECTOR, "#status").text)
-        and (text[:20] in s or "⚠" in s) and s)
+        and s != old and (text[:20] in s or "⚠" in s) and s)
 
 
 def _picture(driver) -> np.ndarray:
