@@ -117,12 +117,9 @@ def checkpoint_record(workdir: str, step: int | None = None
     holding a readable record; None when none does (checkpoints from before
     records were kept)."""
     folder = os.path.join(workdir, CHECKPOINT_DIR)
-    if not os.path.isdir(folder):
-        return None
     # Read from Orbax's step metadata file directly: a CheckpointManager would
     # wait for the other processes of a multi-process run.
-    steps = [step] if step is not None else sorted(
-        (int(name) for name in os.listdir(folder) if name.isdigit()), reverse=True)
+    steps = [step] if step is not None else sorted(_steps(workdir), reverse=True)
     for s in steps:
         try:
             with open(os.path.join(folder, str(s), STEP_METADATA)) as f:
@@ -228,17 +225,21 @@ def save(mngr: ocp.CheckpointManager, g_state: TrainState, d_state: TrainState,
                               "checkpoint is kept") from None
 
 
-def _newest_step(workdir: str) -> int | None:
-    """The newest complete checkpoint's step (None: none, or no such folder).
-    Orbax saves into `<step>.orbax-checkpoint-tmp*` and renames the folder to
-    `<step>` when complete; listing the names needs no Orbax manager, which
-    would read every step's time and fail on one a live run just deleted."""
+def _steps(workdir: str) -> list[int]:
+    """The complete checkpoints' steps. Orbax saves into
+    `<step>.orbax-checkpoint-tmp*` and renames the folder to `<step>` when
+    complete; listing the names needs no Orbax manager, which would read every
+    step's time and fail on one a live run just deleted."""
     try:
         names = os.listdir(os.path.join(workdir, CHECKPOINT_DIR))
     except OSError:
-        return None
-    steps = [int(name) for name in names if name.isdigit()]
-    return max(steps) if steps else None
+        return []
+    return [int(name) for name in names if name.isdigit()]
+
+
+def _newest_step(workdir: str) -> int | None:
+    """The newest complete checkpoint's step (None: none)."""
+    return max(_steps(workdir), default=None)
 
 
 def _open_manager(workdir: str) -> ocp.CheckpointManager:
