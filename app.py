@@ -27,12 +27,14 @@ def main(argv: list[str] | None = None) -> int:
         cli.fail(f"--port must be between 1 and 65535, got {args.port}")
     # No telemetry calls from a local demo (and none can leave a closed network).
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    cli.set_up_process()
     cli.check_xla_flags()
     cli.enable_compile_cache()
-    from gan import checkpoint, webapp  # noqa: PLC0415 - --help stays instant.
+    from gan import webapp  # noqa: PLC0415 - --help stays instant.
+    from gan.errors import CheckpointError  # noqa: PLC0415
     try:
         writer = webapp.DigitWriter.load(args.checkpoint)
-    except checkpoint.CheckpointError as e:
+    except CheckpointError as e:
         cli.fail(str(e))
     writer.number(webapp.EXAMPLE, 8)  # compile before the first visitor
     page = webapp.build(writer)

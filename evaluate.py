@@ -51,15 +51,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json.lower().endswith(".json"):
             cli.fail(f"--json {args.json}: the name must end in .json")
         cli.check_writable(args.json, "--json")
+    cli.set_up_process()
     cli.check_xla_flags()
     cli.enable_compile_cache()
 
-    from gan import checkpoint, classifier, data, evaluate, files
+    from gan import classifier, data, files, quality, weights
+    from gan.errors import CheckpointError, one_line
 
-    checkpoint_path = args.checkpoint or checkpoint.PRETRAINED
-    classifier_path = args.classifier or classifier.PRETRAINED
+    checkpoint_path = args.checkpoint or weights.SHIPPED
+    classifier_path = args.classifier or classifier.SHIPPED
     try:
-        weights = checkpoint.load_sampler(checkpoint_path, raw=args.raw)
+        generator = weights.load(checkpoint_path, raw=args.raw)
         train = data.load_mnist(args.data_dir, "train")
         test = data.load_mnist(args.data_dir, "test")
         if args.num_samples > len(train[1]):
@@ -68,27 +70,22 @@ def main(argv: list[str] | None = None) -> int:
         clf = classifier.load_or_train(
             classifier_path, args.data_dir,
             progress=lambda m: print(m, file=sys.stderr, flush=True))
-    except (checkpoint.CheckpointError, classifier.ClassifierError,
-            data.DataError) as e:
+    except (CheckpointError, classifier.ClassifierError, data.DataError) as e:
         cli.fail(str(e))
-    reference = evaluate.make_reference(clf.params, train, test, args.num_samples)
-    result = evaluate.evaluate_generator(weights.variables, clf.params, reference,
-                                         args.num_samples, args.seed)
-    result = {"checkpoint": os.path.abspath(checkpoint_path), "step": weights.step,
-              "averaged": weights.averaged, "seed": args.seed, **result}
-    which = "weight average (EMA)" if weights.averaged else "G's own weights"
-    print(f"generator              {checkpoint_path} (step {weights.step}, {which})")
-    print(evaluate.format_table(result))
+    reference = quality.make_reference(clf.params, train, test, args.num_samples)
+    result = quality.evaluate_generator(generator.variables, clf.params, reference,
+                                        args.num_samples, args.seed)
+    result = {"checkpoint": os.path.abspath(checkpoint_path), "step": generator.step,
+              "averaged": generator.averaged, "seed": args.seed, **result}
+    which = "weight average (EMA)" if generator.averaged else "G's own weights"
+    print(f"generator              {checkpoint_path} (step {generator.step}, {which})")
+    print(quality.format_table(result))
     if args.json:
-        text = json.dumps(evaluate.json_ready(result), indent=2, allow_nan=False)
-
-        def write(tmp: str) -> None:
-            with open(tmp, "w") as f:
-                f.write(text)
+        text = json.dumps(quality.json_ready(result), indent=2, allow_nan=False)
         try:
-            files.write_atomically(args.json, write)
+            files.write_bytes(args.json, text.encode())
         except OSError as e:
-            cli.fail(f"cannot write {args.json}: {e.strerror or e}")
+            cli.fail(f"cannot write {args.json}: {one_line(e)}")
     return 0
 
 

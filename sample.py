@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 
@@ -92,14 +93,16 @@ def check_args(args) -> tuple[str, str | None]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     mode, out = check_args(args)
+    cli.set_up_process()
     cli.check_xla_flags()
     cli.enable_compile_cache()
 
     import numpy as np  # noqa: PLC0415 - imported here so --help stays instant.
-    from gan import checkpoint, files, images, writer  # noqa: PLC0415
+    from gan import digit_writer, files, images  # noqa: PLC0415
+    from gan.errors import CheckpointError  # noqa: PLC0415
 
     try:
-        w = writer.DigitWriter.load(args.checkpoint, raw=args.raw)
+        w = digit_writer.DigitWriter.load(args.checkpoint, raw=args.raw)
         if mode == "number":
             number = w.number(args.number, args.styles, args.seed, args.verify)
             arrays, redrawn = number.digits(), number.redrawn
@@ -123,18 +126,17 @@ def main(argv: list[str] | None = None) -> int:
             frames = frames[:, None]                               # a line per frame
             pictures = [images.number_image(f, args.scale) for f in frames]
             what = f"a {len(frames)}-frame morph ({args.interpolate})"
-    except (checkpoint.CheckpointError, writer.WriterError) as e:
+    except (CheckpointError, digit_writer.WriterError) as e:
         cli.fail(str(e))
     try:
         if mode == "interpolate":
             images.save_frames_gif(pictures, out)
         elif out:
             images.save_png(out, picture)
-        if args.npz:  # np.savez on a file object: it would add .npz to a name
-            def write_npz(tmp: str) -> None:
-                with open(tmp, "wb") as f:
-                    np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
-            files.write_atomically(args.npz, write_npz)
+        if args.npz:
+            buffer = io.BytesIO()  # np.savez on a name would add .npz to it
+            np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+            files.write_bytes(args.npz, buffer.getvalue())
     except OSError as e:
         cli.fail(f"cannot write output: {e}")
     source = f"step {w.step}" + (" (EMA)" if w.averaged else "")

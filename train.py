@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -45,18 +46,22 @@ def _main(argv: list[str] | None) -> int:
     # stop training after saving a checkpoint.
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    cli.set_up_process()
     cli.check_xla_flags()
     cli.enable_compile_cache()
     # Imported after parsing so --help is instant.
-    from gan import checkpoint, data, loop, parallel
+    from gan import data, loop, parallel
+    from gan.errors import CheckpointError, TrainError
     try:
         parallel.initialize(options.coordinator, options.num_processes,
                             options.process_id, options.coordinator_timeout)
         result = loop.train_and_evaluate(config, options)
     except parallel.JoinInterrupted as e:
-        cli.fail(str(e), code=130)  # at once: JAX's waiting thread cannot be joined
-    except (parallel.ParallelError, loop.TrainError, data.DataError,
-            checkpoint.CheckpointError) as e:
+        # At once (os._exit): JAX's thread waiting for the coordinator cannot
+        # be joined, so a normal exit would hang on it.
+        print(f"train.py: error: {e}", file=sys.stderr, flush=True)
+        os._exit(130)
+    except (parallel.ParallelError, TrainError, data.DataError, CheckpointError) as e:
         cli.fail(str(e))
     if not parallel.is_primary():
         return 0

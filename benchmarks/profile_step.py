@@ -40,7 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gan.config import Config  # noqa: E402
-from gan.models import NUM_CLASSES  # noqa: E402
+from gan.data import NUM_CLASSES  # noqa: E402
 from gan.training import create_train_states, train_step_on_data  # noqa: E402
 
 POOL_THREAD = "XLAEigen"           # XLA:CPU's intra-op pool (jax 0.10 names)
@@ -211,7 +211,7 @@ def main() -> None:
                 i += 1
             total[key] += e - s
     n = len(calls)
-    print(f"\n| op (source) | ms per step | threads busy | ms alone |\n|---|---|---|---|")
+    print("\n| op (source) | ms per step | threads busy | ms alone |\n|---|---|---|---|")
     for key in sorted(total, key=total.get, reverse=True)[:args.top]:
         print(f"| {key} | {total[key] / n / 1e3:.0f} | "
               f"{weighted[key] / max(total[key], 1e-9):.2f} | {alone[key] / n / 1e3:.0f} |")

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gan import cli, report  # noqa: E402
+from gan import cli, run_log  # noqa: E402
 
 
 def _series(text: str) -> list[str]:
@@ -38,29 +38,29 @@ def main() -> int:
                    "(default: raw,EMA, G's own weights and the run's average)")
     args = p.parse_args()
     try:
-        rows = report.quality_rows(report.read_log(args.log))
+        rows = run_log.quality_rows(run_log.read_log(args.log))
     except OSError as e:
         cli.fail(f"cannot read {args.log}: {e.strerror or e}")
     except (ValueError, KeyError, TypeError) as e:
         cli.fail(f"{args.log} is not a train.py metrics.jsonl ({type(e).__name__})")
     if not rows:
         cli.fail(f"{args.log} holds no --eval-every records")
-    scored = report.series_names(rows)
+    scored = run_log.series_names(rows)
     chosen = args.series or [s for s in ("", "_ema") if s in scored]
-    missing = [report.series_label(s) for s in chosen if s not in scored]
+    missing = [run_log.series_label(s) for s in chosen if s not in scored]
     if missing:
         cli.fail(f"{args.log} has no scores for {', '.join(missing)}; it has "
-                 + ", ".join(report.series_label(s) for s in scored))
+                 + ", ".join(run_log.series_label(s) for s in scored))
     suffixes = scored if args.all else chosen
-    print(report.table(rows, suffixes))
+    print(run_log.table(rows, suffixes))
     print()
     for s in suffixes:
-        row = report.first_meeting(rows, s)
-        print(f"{report.series_label(s)}: " + (f"goal first met at epoch {row['epoch']}, after "
+        row = run_log.first_meeting(rows, s)
+        print(f"{run_log.series_label(s)}: " + (f"goal first met at epoch {row['epoch']}, after "
                              f"{row['train_s'] / 3600:.2f} h of training" if row
                              else "goal not met"))
     if args.out:
-        report.plot(rows, args.out, chosen)
+        run_log.plot(rows, args.out, chosen)
     return 0
 
 

@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 from gan import parallel, sampling  # noqa: E402
 from gan.config import COMPUTE_DTYPES, Config  # noqa: E402
 from gan.loop import peak_rss_mb  # noqa: E402
-from gan.models import NOISE_DIM, NUM_CLASSES  # noqa: E402
+from gan.data import NUM_CLASSES
+from gan.models import NOISE_DIM  # noqa: E402
 from gan.training import (create_train_states, train_step_on_data,  # noqa: E402
                           train_steps_on_data)
 
@@ -67,12 +68,12 @@ def iteration_flops(b: int) -> int:
     return d_step + g_step
 
 
-def time_ours(config: Config, iters: int, n: int, mesh=None
+def time_ours(config: Config, iters: int, n: int, mesh=None, steps_per_call: int = 1
               ) -> tuple[float, list[float]]:
     """Returns (compile seconds, per-iteration seconds of `iters` synced steps).
 
     Steps are timed in synced blocks, as `train.py` runs them: with
-    `config.steps_per_call` K > 1 a block is one call of K steps, else up to 10
+    `steps_per_call` K > 1 a block is one call of K steps, else up to 10
     steps dispatched one by one without waiting (train.py syncs only to log).
     Each block's time counts as that many equal iterations; `iters` is rounded up
     to whole blocks. With a mesh, the batch is split over its devices as in
@@ -88,7 +89,7 @@ def time_ours(config: Config, iters: int, n: int, mesh=None
         images, labels = parallel.shard_dataset(images, labels, 1, mesh)
     else:
         images, labels = jnp.asarray(images), jnp.asarray(labels)
-    k = config.steps_per_call
+    k = steps_per_call
     t = time.perf_counter()
     if k == 1:
         step = train_step_on_data.lower(g, d, images, labels, key,
@@ -183,18 +184,19 @@ def main() -> None:
     mesh = parallel.make_mesh(args.devices) if args.devices else None
     n_dev = mesh.size if mesh is not None else 1
 
-    config = Config(batch_size=args.batch_size, steps_per_call=args.steps_per_call,
-                    compute_dtype=args.compute_dtype, ema_decay=args.ema_decay)
+    config = Config(batch_size=args.batch_size, compute_dtype=args.compute_dtype,
+                    ema_decay=args.ema_decay)
     b = config.batch_size
     flops = iteration_flops(b)
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), "
           f"jax {jax.__version__}, batch {b}, {n_dev} device(s), "
-          f"{config.steps_per_call} step(s) per call, {config.compute_dtype} "
+          f"{args.steps_per_call} step(s) per call, {config.compute_dtype} "
           f"convolutions, EMA decay {config.ema_decay:g}, {os.cpu_count()} CPUs",
           flush=True)
     ours, tf_ms, torch_ms, compile_s = [], [], [], None
     for r in range(args.repeats):
-        c, times = time_ours(config, args.iters, n=max(10 * b, 1000), mesh=mesh)
+        c, times = time_ours(config, args.iters, n=max(10 * b, 1000), mesh=mesh,
+                             steps_per_call=args.steps_per_call)
         compile_s = c if compile_s is None else compile_s
         ours.append(statistics.median(times) * 1e3)
         print(f"repeat {r + 1}: ours {ours[-1]:.1f} ms/iter "
@@ -209,7 +211,7 @@ def main() -> None:
     ms = statistics.median(ours)
     result = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
               "batch_size": b, "devices": n_dev,
-              "steps_per_call": config.steps_per_call,
+              "steps_per_call": args.steps_per_call,
               "compute_dtype": config.compute_dtype, "compile_s": round(compile_s, 2),
               "ms_per_iter": round(ms, 1), "img_per_s": round(b / ms * 1e3, 1),
               "img_per_s_per_device": round(b / ms * 1e3 / n_dev, 1),

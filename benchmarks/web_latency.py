@@ -30,7 +30,7 @@ def main() -> int:
     from gradio_client import Client
 
     from gan import webapp
-    from gan.writer import DigitWriter
+    from gan.digit_writer import DigitWriter
 
     writer = DigitWriter.load()
     folder = tempfile.mkdtemp()

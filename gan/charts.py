@@ -1,5 +1,6 @@
-"""Charts of a run's figures (losses.png, the quality curves), drawn with
-matplotlib's Agg backend: no display needed."""
+"""Charts of a run's figures (losses.png, the quality curves), drawn on
+matplotlib `Figure`s without pyplot: PNG files only, never a window, and no
+backend chosen for the process."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ import math
 import os
 from typing import Sequence
 
-import matplotlib
+from matplotlib import ticker
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # before pyplot: files only, never a window
-from matplotlib import pyplot as plt, ticker  # noqa: E402
-
-from gan import files  # noqa: E402
+from gan import files
 
 # One panel's size in inches at DPI dots per inch: 800 x 300 pixels.
 PANEL_SIZE = (8.0, 3.0)
@@ -40,17 +39,14 @@ def plot(panels: Sequence[Panel], path: str | os.PathLike[str], xlabel: str = "s
     empty series are left out of the legend.
     """
     rows = max(1, math.ceil(len(panels) / columns))
-    fig, axes = plt.subplots(rows, columns, squeeze=False, dpi=DPI,
-                             figsize=(panel_size[0] * columns, panel_size[1] * rows))
-    try:
-        for ax in axes.flat[len(panels):]:
-            ax.set_visible(False)
-        for ax, panel in zip(axes.flat, panels):
-            _draw(ax, panel, xlabel)
-        fig.tight_layout()
-        files.write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    fig = Figure(dpi=DPI, figsize=(panel_size[0] * columns, panel_size[1] * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels):
+        _draw(ax, panel, xlabel)
+    fig.tight_layout()
+    files.write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def _draw(ax, panel: Panel, xlabel: str) -> None:

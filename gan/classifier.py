@@ -19,14 +19,13 @@ import optax
 from flax import serialization
 
 from gan import files
-from gan.data import to_float
+from gan.data import NUM_CLASSES, to_float
+from gan.errors import one_line
 
-NUM_CLASSES = 10
 FEATURE_DIM = 128
-# Where the trained classifier is cached unless a path is given.
 # The classifier shipped in weights/ (99.43% on the MNIST test set): what
 # evaluate.py, train.py --eval-every and sample.py --verify use unless told.
-PRETRAINED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "weights", "mnist_classifier.msgpack")
 # Training recipe: reaches ~99.4% on the MNIST test split (see README).
 EPOCHS = 8
@@ -143,12 +142,7 @@ def save(path: str, params: Any, test_accuracy: float) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     payload = {"params": jax.device_get(params), "test_accuracy": test_accuracy}
-    data = serialization.msgpack_serialize(payload)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-    files.write_atomically(path, write)
+    files.write_bytes(path, serialization.msgpack_serialize(payload))
 
 
 @dataclasses.dataclass
@@ -170,7 +164,7 @@ def load(path: str) -> Loaded:
         want = jax.tree.map(lambda a: a.shape, _template())
         got = jax.tree.map(np.shape, params)
     except OSError as e:
-        raise ClassifierError(f"cannot read classifier {path}: {e.strerror or e}") from None
+        raise ClassifierError(f"cannot read classifier {path}: {one_line(e)}") from None
     except Exception as e:  # noqa: BLE001 - msgpack raises many types.
         raise ClassifierError(f"{path} is not a classifier file ({type(e).__name__}); "
                               "delete it to retrain") from None
@@ -187,7 +181,7 @@ def _check_writable(path: str) -> None:
             pass
         os.remove(path + ".tmp")
     except OSError as e:
-        raise ClassifierError(f"cannot write classifier {path}: {e.strerror or e}") from None
+        raise ClassifierError(f"cannot write classifier {path}: {one_line(e)}") from None
 
 
 def load_or_train(path: str, data_dir: str | None,
@@ -207,5 +201,5 @@ def load_or_train(path: str, data_dir: str | None,
     try:
         save(path, params, acc)
     except OSError as e:
-        raise ClassifierError(f"cannot write classifier {path}: {e.strerror or e}") from None
+        raise ClassifierError(f"cannot write classifier {path}: {one_line(e)}") from None
     return Loaded(params, acc)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import re
 import shlex
 import subprocess
 import sys
+import types
+import typing
 from typing import Any, NoReturn
 
 # Where compiled XLA programs are cached between runs (JAX's persistent cache).
@@ -25,16 +28,57 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def fail(message: str, prog: str | None = None, code: int = 2) -> NoReturn:
     """Prints one line to stderr, settings named as flags (`as_flags`), and
-    exits with `code` (2: bad input).
-
-    Exits at once (`os._exit`): after a failed Orbax restore, interpreter
-    shutdown would print tracebacks of its abandoned read tasks.
-    """
+    exits with `code` (2: bad input) by raising SystemExit."""
     prog = prog or os.path.basename(sys.argv[0])
-    print(f"{prog}: error: {as_flags(message)}", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    print(f"{prog}: error: {as_flags(message)}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def set_up_process() -> None:
+    """What every entry point installs before it imports JAX, TensorFlow or
+    Orbax (the library changes no process-wide state itself):
+
+    - TensorFlow (imported by TFDS only) and absl keep their notices quiet;
+    - the noise of a failed Orbax save or restore is dropped (`_OrbaxNoise`);
+      the one line the failure raises is what the user sees.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # silences a notice
+    from absl import logging as absl_logging  # noqa: PLC0415 - light, no JAX
+    absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS's probing warnings
+    noise = _OrbaxNoise()
+    absl_logging.get_absl_logger().addFilter(noise.keep_log)
+    logging.getLogger("asyncio").addFilter(noise.keep_log)
+    noise.previous_hook = sys.unraisablehook
+    sys.unraisablehook = noise.unraisable
+
+
+class _OrbaxNoise:
+    """When the first array of an Orbax save or restore fails (a full disk, a
+    missing data chunk), Orbax's other writes or reads are abandoned: their
+    callbacks find the event loop closed and their coroutines are never
+    awaited. Python reports each on stderr, as an "unraisable" exception or
+    through asyncio's logger ("Task exception was never retrieved"), from other
+    threads, also at exit; Orbax's threads log the error, traceback and all:
+    hundreds of lines around the one line `gan.checkpoint` raises. This drops
+    exactly those reports, and nothing else."""
+
+    previous_hook: Any = None
+
+    @staticmethod
+    def keep_log(log: logging.LogRecord) -> bool:
+        if log.name == "asyncio":
+            text = log.getMessage()
+            return not ("never retrieved" in text
+                        and ("orbax" in text or "TensorStore" in text))
+        return not ("orbax" in log.pathname and log.levelno >= logging.ERROR)
+
+    def unraisable(self, unraisable: Any) -> None:
+        abandoned = ((isinstance(unraisable.exc_value, RuntimeError)
+                      and "Event loop is closed" in str(unraisable.exc_value))
+                     or "orbax" in repr(getattr(unraisable.object, "cr_code", "")))
+        if not abandoned:
+            self.previous_hook(unraisable)
 
 
 def seed(text: str) -> int:
@@ -45,18 +89,34 @@ def seed(text: str) -> int:
     return value
 
 
-def decays(text: str) -> tuple[float, ...]:
-    """argparse type for a comma-separated list of decays, e.g. 0.99,0.9999."""
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected decays like 0.99,0.9999, got {text!r}") from None
+def comma_list(kind: type) -> Any:
+    """argparse type for a comma-separated list, e.g. 0.99,0.9999 for floats."""
+    def parse(text: str) -> tuple[Any, ...]:
+        try:
+            return tuple(kind(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}s like "
+                f"{kind(1)},{kind(2)}, got {text!r}") from None
+    parse.metavar = "X,Y"
+    return parse
 
 
-# Field types (as written in gan.config) -> how a flag's text is read.
-_PARSERS = {"int": int, "float": float, "str": str, "tuple[float, ...]": decays}
-_METAVARS = {int: "N", float: "X", decays: "X,Y"}
+def flag_type(annotation: Any) -> tuple[Any, bool]:
+    """(how a flag's text is read, whether None is allowed) for a field's type:
+    int, float, str, bool, `X | None`, `Optional[X]` or `tuple[X, ...]`."""
+    optional = False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional, annotation = len(args) < len(typing.get_args(annotation)), args[0]
+    if typing.get_origin(annotation) is tuple:
+        return comma_list(typing.get_args(annotation)[0]), optional
+    if annotation not in (int, float, str, bool):
+        raise TypeError(f"no flag for fields of type {annotation}")
+    return annotation, optional
+
+
+_METAVARS = {int: "N", float: "X"}
 
 
 def flag(name: str) -> str:
@@ -75,11 +135,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     A field of type `X | None` defaults to None (its help says what that means);
     a bool field that defaults to True becomes `--no-<name>`.
     """
+    hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         help_text, choices = as_flags(field.metadata["help"]), field.metadata["choices"]
         if field.metadata["recipe"]:
             help_text += " (recipe)"
-        if field.type == "bool":
+        kind, _ = flag_type(hints[field.name])
+        if kind is bool:
             if field.default:
                 parser.add_argument(flag("no_" + field.name), dest=field.name,
                                     action="store_false", help=help_text + " (on "
@@ -88,13 +150,13 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                 parser.add_argument(flag(field.name), action="store_true",
                                     help=help_text)
             continue
-        kind = _PARSERS[field.type.removesuffix(" | None")]
-        default = ",".join(map(str, field.default)) if kind is decays else field.default
+        default = (",".join(map(str, field.default)) if isinstance(field.default, tuple)
+                   else field.default)
         if default not in (None, ""):
             help_text += f" (default: {default})"
         parser.add_argument(flag(field.name), type=kind, choices=choices,
-                            metavar=_METAVARS.get(kind), default=field.default,
-                            help=help_text)
+                            metavar=getattr(kind, "metavar", _METAVARS.get(kind)),
+                            default=field.default, help=help_text)
 
 
 def settings(args: argparse.Namespace, cls: type) -> Any:

@@ -64,14 +64,10 @@ class Config:
                            recipe=True)
     seed: int = setting(0, "seeds initialisation, noise, label draws and data "
                         "order, in 0..2**32-1", recipe=True)
-    log_every: int = setting(50, "steps between pulls of the losses to the host")
     compute_dtype: str = setting(
         "float32", "precision of the convolutions (bfloat16 for GPUs: parameters, "
         "BatchNorm, losses and sampling stay float32)", recipe=True,
         choices=COMPUTE_DTYPES)
-    steps_per_call: int = setting(
-        1, "train steps per dispatch to the device, in one compiled loop (for "
-        "GPUs; XLA:CPU runs such loops far slower, see README 'Speed')")
     data_shards: int | None = setting(
         None, "cut the training set into this many independently shuffled "
         "shards, each giving `batch_size` / `data_shards` examples per step "
@@ -90,7 +86,7 @@ class Config:
 
     def __post_init__(self):
         _positive(self, "epochs", "batch_size", "learning_rate", "decay_steps",
-                  "log_every", "steps_per_call", "data_shards")
+                  "data_shards")
         _check(0 < self.decay_rate <= 1, f"`decay_rate` must be in (0, 1], "
                f"got {self.decay_rate}")
         _check(0 <= self.beta1 < 1, f"`beta1` must be in [0, 1), got {self.beta1}")
@@ -149,11 +145,15 @@ class RunOptions:
     coordinator_timeout: int = setting(
         120, "multi-process runs: seconds to wait at start for the coordinator and "
         "the other processes")
+    log_every: int = setting(50, "steps between pulls of the losses to the host")
+    steps_per_call: int = setting(
+        1, "train steps per dispatch to the device, in one compiled loop (for "
+        "GPUs; XLA:CPU runs such loops far slower, see README 'Speed')")
     progress: bool = setting(True, "show a progress bar")
 
     def __post_init__(self):
         _positive(self, "max_steps", "keep", "checkpoint_every", "eval_every",
-                  "coordinator_timeout")
+                  "coordinator_timeout", "log_every", "steps_per_call")
         for name in ("workdir", "data_dir", "classifier"):  # `--workdir=~/w` too
             if getattr(self, name):
                 object.__setattr__(self, name, os.path.expanduser(getattr(self, name)))

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from gan.errors import one_line
+
 NUM_CLASSES = 10
 IMAGE_SIZE = 28
 SPLITS = ("train", "test")
@@ -114,7 +116,7 @@ def _read_idx(path: str, kind: str, item_shape: tuple[int, ...]) -> np.ndarray:
     except EOFError:  # the gzip stream stops before its end marker
         raise bad("is truncated (gzip stream ends early).") from None
     except (OSError, zlib.error) as e:  # BadGzipFile is an OSError
-        raise bad(f"is unreadable or corrupt gzip ({_short(e)}).") from None
+        raise bad(f"is unreadable or corrupt gzip ({one_line(e)}).") from None
     head = 4 * (2 + len(item_shape))  # magic, count, dims: big-endian int32
     if len(data) < head:
         raise bad(f"is truncated: {len(data)} bytes, short of the {kind} header.")
@@ -158,8 +160,8 @@ def load_tfds(data_dir: str | None = None, split: str = "train", *,
             if not (fetch or isinstance(e, AssertionError)
                     or "could not find data" in str(e)):
                 raise DataError(f"MNIST TFDS copy under {where} could not be read "
-                                f"({_short(e)}). {_HINT}") from None
-            reason = _short(e)
+                                f"({one_line(e)}). {_HINT}") from None
+            reason = one_line(e)
             continue
         if not batches:
             raise DataError(f"MNIST {split} split under {where} is empty.")
@@ -171,19 +173,16 @@ def load_tfds(data_dir: str | None = None, split: str = "train", *,
 
 
 def _import_tfds() -> Any:
-    """TFDS, with TensorFlow kept quiet and off the GPUs (JAX needs them)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # silences a notice
+    """TFDS, with TensorFlow off the GPUs (JAX needs them). Its log noise is
+    the entry points' to silence (`gan.cli.set_up_process`)."""
     try:
         import tensorflow as tf
         import tensorflow_datasets as tfds
-        from absl import logging as absl_logging
     except ImportError as e:
         raise DataError(f"Reading MNIST via TFDS needs tensorflow-datasets "
-                        f"({_short(e)}). {_HINT}") from None
+                        f"({one_line(e)}). {_HINT}") from None
     with contextlib.suppress(Exception):  # e.g. RuntimeError once TF is initialised
         tf.config.set_visible_devices([], "GPU")
-    absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS's probing warnings
     return tfds
 
 
@@ -195,7 +194,7 @@ def _offline_reason() -> str | None:
         socket.create_connection((_DOWNLOAD_HOST, 443), timeout=5).close()
         return None
     except OSError as e:
-        return f"no network: cannot reach {_DOWNLOAD_HOST}: {_short(e)}"
+        return f"no network: cannot reach {_DOWNLOAD_HOST}: {one_line(e)}"
 
 
 def to_float(images: Any) -> Any:
@@ -204,8 +203,3 @@ def to_float(images: Any) -> Any:
     x = images[..., None].astype(np.float32)
     return ((x / 255.0 - 0.5) / 0.5).clip(-1.0, 1.0)
 
-
-def _short(e: BaseException) -> str:
-    """A one-line, length-capped description of an exception."""
-    text = " ".join(str(e).split()) or "no details"
-    return f"{type(e).__name__}: {text if len(text) <= 160 else text[:157] + '...'}"

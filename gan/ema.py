@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from gan import sampling
-from gan.models import BN_MOMENTUM, NOISE_DIM, NUM_CLASSES, Generator
+from gan.data import NUM_CLASSES
+from gan.models import BN_MOMENTUM, NOISE_DIM, Generator
 
 WARMUP = 10.0
 # Noise vectors (digits in turn) of the "recompute" forward pass: statistics of

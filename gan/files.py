@@ -1,4 +1,8 @@
-"""Every file the project writes goes through `write_atomically`.
+"""Every file the project writes goes through `write_atomically` (bytes
+already in memory: `write_bytes`). Not through it, by design: the append-only
+`metrics.jsonl` and TensorBoard event files of a run (`gan.reporting`: a kill
+loses at most a partial last line, dropped on resume), the run's `.lock`, and
+Orbax's checkpoints (Orbax writes a temp folder and renames it).
 
 The new content goes to a temp file beside the target, which is renamed onto it:
 a kill or a full disk mid-write leaves the old file whole and no temp file
@@ -42,6 +46,14 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[str], None])
         except OSError:
             pass
         raise
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Writes `data` to `path` atomically (`write_atomically`)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    write_atomically(path, write)
 
 
 def not_replaceable(path: str | os.PathLike[str]) -> str | None:

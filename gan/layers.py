@@ -21,20 +21,6 @@ from jax import lax
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-def leaky_relu(x: jax.Array, negative_slope: float = 0.2) -> jax.Array:
-    """The seed's leaky ReLU, `0.5(1+a)x + 0.5(1-a)|x|`, written as a select.
-
-    Not as `jnp.maximum(x, a * x)`: the derivative of a maximum tests which
-    argument equals the result (an exact float comparison), and inside the
-    jitted train step on XLA:CPU that test failed for many elements (presumably
-    `x` recomputed in another fusion, rounded differently), dropping their
-    gradient to 0: G's gradients were 35% off (tests/test_models.py compares
-    with the plain Flax network). The select's derivative depends only on the
-    sign test.
-    """
-    return jnp.where(x >= 0, x, negative_slope * x)
-
-
 def _same_transpose_padding(k: int, s: int) -> tuple[int, int]:
     """lax.conv_transpose's padding of the dilated input for 'SAME'."""
     pad_len = k + s - 2

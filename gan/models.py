@@ -21,10 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from gan import layers
+from gan.data import NUM_CLASSES
 
-NUM_CLASSES = 10
 NOISE_DIM = 100
-IMAGE_SIZE = 28
 LEAK = 0.2
 # TF1's tf.layers.batch_normalization defaults, which the seed used.
 BN_MOMENTUM = 0.99
@@ -168,11 +167,11 @@ class Generator(nn.Module):
         # nn.ConvTranspose(256, (7, 7), padding='VALID') of the [B, 1, 1, 110] input.
         conv = functools.partial(Conv, dtype=self.dtype)
         x = conv(256, 7, layers.conv_transpose_from_1x1, name="deconv1")(x)  # [B, 7, 7, 256]
-        x = layers.leaky_relu(BatchNorm(name="bn1")(x, train), LEAK)
+        x = jax.nn.leaky_relu(BatchNorm(name="bn1")(x, train), LEAK)
         # nn.ConvTranspose(128, (5, 5), strides=(2, 2), padding='SAME').
         x = conv(128, 5, layers.in_batch_chunks(layers.conv_transpose_phases,
                                                 CONV_CHUNK), name="deconv2")(x)  # [B, 14, 14, 128]
-        x = layers.leaky_relu(BatchNorm(name="bn2")(x, train), LEAK)
+        x = jax.nn.leaky_relu(BatchNorm(name="bn2")(x, train), LEAK)
         x = conv(1, 5, layers.conv_transpose_subpixel, name="deconv3")(x)   # [B, 28, 28, 1]
         return jnp.tanh(x)
 
@@ -193,12 +192,12 @@ class Discriminator(nn.Module):
         conv = functools.partial(Conv, dtype=self.dtype)
         x = conv(128, 5, layers.conv_with_onehot_channels,
                  in_features=images.shape[-1] + NUM_CLASSES, name="conv1")(images, labels)
-        x = layers.leaky_relu(x, LEAK)                                 # [B, 14, 14, 128]
+        x = jax.nn.leaky_relu(x, LEAK)                                 # [B, 14, 14, 128]
         # nn.Conv(256, (5, 5), strides=(2, 2), padding='SAME').
         conv2 = functools.partial(layers.conv_same, stride=2)
         x = conv(256, 5, layers.in_batch_chunks(conv2, CONV_CHUNK),
                  name="conv2")(x)                                  # [B, 7, 7, 256]
-        x = layers.leaky_relu(BatchNorm(name="bn2")(x, train, groups), LEAK)
+        x = jax.nn.leaky_relu(BatchNorm(name="bn2")(x, train, groups), LEAK)
         # nn.Conv(1, (7, 7), padding='VALID'): the kernel covers the whole 7x7 map.
         x = conv(1, 7, layers.conv_valid_full, name="conv3")(x)        # [B, 1]
         return x[:, 0]

@@ -22,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from gan.errors import one_line
+
 # Mesh axes: processes (hosts) x devices of one process. The batch axis is split
 # over both, so on one host this is a 1-D mesh over the local devices.
 PROCESS, DEVICE = "process", "device"
@@ -107,7 +109,7 @@ def _join(args: dict[str, Any], timeout: int, where: str) -> None:
                             "is every process started, with the same address?")
     if failure:
         raise ParallelError(f"cannot join the distributed run: "
-                            f"{' '.join(str(failure[0]).split())[:200]}") from None
+                            f"{one_line(failure[0])}") from None
 
 
 def _cluster_environment() -> bool:

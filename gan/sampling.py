@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from gan.images import to_uint8
-from gan.models import NOISE_DIM, NUM_CLASSES, Generator
+from gan.data import NUM_CLASSES
+from gan.models import NOISE_DIM, Generator
 
 # Sampling runs in chunks so a large request never holds all activations at once.
 CHUNK = 1000

@@ -16,7 +16,8 @@ from jax.sharding import Mesh
 from gan import ema, parallel
 from gan.config import Config
 from gan.data import to_float
-from gan.models import NOISE_DIM, NUM_CLASSES, Discriminator, Generator
+from gan.data import NUM_CLASSES
+from gan.models import NOISE_DIM, Discriminator, Generator
 
 Metrics = dict[str, jax.Array]
 
@@ -92,11 +93,27 @@ def train_step(g_state: TrainState, d_state: TrainState,
       averages (`g_state.ema`) take the new weights after its update.
     """
     images, labels = batch["image"], batch["label"]
-    b = labels.shape[0]
     d_noise_key, g_noise_key, g_label_key = jax.random.split(key, 3)
+    g_state, d_state, d_metrics = _d_update(g_state, d_state, images, labels,
+                                            d_noise_key)
+    g_state, d_state, g_loss = _g_update(g_state, d_state, len(labels), images.dtype,
+                                         g_noise_key, g_label_key)
+    if g_state.ema_decays:  # reads the new weights only: training is unchanged
+        g_state = g_state.replace(ema=ema.update(
+            g_state.ema, {"params": g_state.params, "batch_stats": g_state.batch_stats},
+            g_state.ema_decays, g_state.step))
+    return g_state, d_state, {"d_loss": d_metrics["d_loss"], "g_loss": g_loss,
+                              "d_loss_real": d_metrics["d_loss_real"],
+                              "d_loss_fake": d_metrics["d_loss_fake"]}
 
-    # D update: fakes of the real batch's digits; G is not differentiated here.
-    z = jax.random.normal(d_noise_key, (b, NOISE_DIM), images.dtype)
+
+def _d_update(g_state: TrainState, d_state: TrainState, images: jax.Array,
+              labels: jax.Array, noise_key: jax.Array
+              ) -> tuple[TrainState, TrainState, Metrics]:
+    """D's update: real digits against G's fakes of the same digits (G is not
+    differentiated here; its BatchNorm statistics move, as in the seed)."""
+    b = labels.shape[0]
+    z = jax.random.normal(noise_key, (b, NOISE_DIM), images.dtype)
     fake, g_vars = g_state.apply_fn(
         {"params": g_state.params, "batch_stats": g_state.batch_stats},
         z, labels, train=True, mutable=["batch_stats"])
@@ -115,11 +132,17 @@ def train_step(g_state: TrainState, d_state: TrainState,
         d_loss_fn, has_aux=True)(d_state.params)
     d_state = d_state.apply_gradients(grads=d_grads, batch_stats=d_stats)
     g_state = g_state.replace(batch_stats=g_vars["batch_stats"])
+    return g_state, d_state, {"d_loss": d_loss, "d_loss_real": loss_real,
+                              "d_loss_fake": loss_fake}
 
-    # G update: fresh noise, digits drawn from all ten (the seed's randint(0, 9)
-    # never asked G for a 9), non-saturating loss.
-    z = jax.random.normal(g_noise_key, (b, NOISE_DIM), images.dtype)
-    g_labels = jax.random.randint(g_label_key, (b,), 0, NUM_CLASSES)
+
+def _g_update(g_state: TrainState, d_state: TrainState, b: int, dtype: Any,
+              noise_key: jax.Array, label_key: jax.Array
+              ) -> tuple[TrainState, TrainState, jax.Array]:
+    """G's update: fresh noise, digits drawn from all ten (the seed's
+    randint(0, 9) never asked G for a 9), non-saturating loss."""
+    z = jax.random.normal(noise_key, (b, NOISE_DIM), dtype)
+    g_labels = jax.random.randint(label_key, (b,), 0, NUM_CLASSES)
 
     def g_loss_fn(params):
         fake, g_vars = g_state.apply_fn(
@@ -134,15 +157,7 @@ def train_step(g_state: TrainState, d_state: TrainState,
     (g_loss, (g_stats, d_stats)), g_grads = jax.value_and_grad(
         g_loss_fn, has_aux=True)(g_state.params)
     g_state = g_state.apply_gradients(grads=g_grads, batch_stats=g_stats)
-    d_state = d_state.replace(batch_stats=d_stats)
-    if g_state.ema_decays:  # reads the new weights only: training is unchanged
-        g_state = g_state.replace(ema=ema.update(
-            g_state.ema, {"params": g_state.params, "batch_stats": g_state.batch_stats},
-            g_state.ema_decays, g_state.step))
-
-    metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_loss_real": loss_real,
-               "d_loss_fake": loss_fake}
-    return g_state, d_state, metrics
+    return g_state, d_state.replace(batch_stats=d_stats), g_loss
 
 
 def batch_indices(key: jax.Array, step: jax.Array, num_examples: int,

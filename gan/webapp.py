@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from gan import images
-from gan.writer import MAX_STYLES, DigitWriter, WriterError
+from gan.digit_writer import MAX_STYLES, DigitWriter, WriterError
 
 # Upscaling of the picture on the page and in the download.
 SCALE = 2

@@ -6,14 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from gan import checkpoint
+from gan import checkpoint, record, weights
 from gan.config import Config
 from gan.training import create_train_states
 
 
 def test_round_trip_restores_states_and_key(tmp_path):
     config = Config(batch_size=10)
-    checkpoint.save_config(str(tmp_path), config)
+    record.save(str(tmp_path), config)
     g, d = create_train_states(config, jax.random.key(3))
     d = d.replace(step=d.step + 7)
     key = jax.random.key(42)
@@ -37,7 +37,7 @@ def test_round_trip_restores_states_and_key(tmp_path):
 ])
 def test_checkpoint_of_another_model_is_refused(tmp_path, change, message):
     config = Config()
-    checkpoint.save_config(str(tmp_path), config)
+    record.save(str(tmp_path), config)
     g, d = create_train_states(config, jax.random.key(0))
     params = jax.tree.map(lambda x: x, g.params)
     if change == "shape":  # a wider first layer
@@ -62,8 +62,8 @@ def test_generator_weights_round_trip(tmp_path):
     config = Config(batch_size=10, seed=5)
     g, _ = create_train_states(config, jax.random.key(1))
     path = str(tmp_path / "g.msgpack")
-    checkpoint.save_generator(path, _g_variables(g), 123, config)
-    loaded = checkpoint.load_sampler(path)
+    weights.save(path, _g_variables(g), 123, config)
+    loaded = weights.load(path)
     assert loaded.step == 123 and loaded.config == config
     for a, b in zip(jax.tree.leaves(_g_variables(g)), jax.tree.leaves(loaded.variables)):
         np.testing.assert_array_equal(a, b)
@@ -74,16 +74,16 @@ def test_damaged_or_foreign_generator_weights_are_refused(tmp_path):
     config = Config()
     g, _ = create_train_states(config, jax.random.key(1))
     path = tmp_path / "g.msgpack"
-    checkpoint.save_generator(str(path), _g_variables(g), 1, config)
+    weights.save(str(path), _g_variables(g), 1, config)
     data = path.read_bytes()
     path.write_bytes(data[:1000])
     with pytest.raises(checkpoint.CheckpointError, match="not a generator weights"):
-        checkpoint.load_sampler(str(path))
+        weights.load(str(path))
     variables = _g_variables(g)
     variables["params"] = dict(variables["params"])
     variables["params"].pop("deconv1")
-    checkpoint.save_generator(str(path), variables, 1, config)
+    weights.save(str(path), variables, 1, config)
     with pytest.raises(checkpoint.CheckpointError, match="names or shapes"):
-        checkpoint.load_sampler(str(path))
+        weights.load(str(path))
     with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
-        checkpoint.load_sampler(str(tmp_path / "missing.msgpack"))
+        weights.load(str(tmp_path / "missing.msgpack"))

@@ -4,12 +4,13 @@ recipe fields marked in the dataclass."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import pytest
 
 import train
 from gan import cli
-from gan.config import Config, ConfigError, RunOptions, recipe_fields
+from gan.config import Config, ConfigError, RunOptions, recipe_fields, setting
 
 
 @pytest.mark.parametrize("cls,field,value", [
@@ -17,8 +18,8 @@ from gan.config import Config, ConfigError, RunOptions, recipe_fields
     (Config, "learning_rate", 0.0), (Config, "learning_rate", -1e-3),
     (Config, "learning_rate", float("nan")), (Config, "decay_steps", 0),
     (Config, "decay_rate", 0.0), (Config, "decay_rate", 1.5), (Config, "beta1", 1.0),
-    (Config, "seed", -1), (Config, "seed", 2**32), (Config, "log_every", 0),
-    (Config, "steps_per_call", 0), (Config, "data_shards", 0),
+    (Config, "seed", -1), (Config, "seed", 2**32), (RunOptions, "log_every", 0),
+    (RunOptions, "steps_per_call", 0), (Config, "data_shards", 0),
     (Config, "compute_dtype", "float16"), (Config, "ema_decay", 1.0),
     (Config, "ema_decay", -0.1), (Config, "ema_compare", (0.9, 1.0)),
     (Config, "ema_batch_stats", "median"), (RunOptions, "max_steps", 0),
@@ -80,3 +81,27 @@ def test_messages_name_flags_on_the_command_line():
 def test_data_shards_default_to_one_per_process():
     assert Config().with_shards(3).data_shards == 3
     assert Config(data_shards=2).with_shards(3).data_shards == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kinds:
+    """Every kind of field a flag is made for, written in both spellings."""
+    count: Optional[int] = setting(None, "an optional int, the typing way")
+    limit: int | None = setting(None, "an optional int, the PEP 604 way")
+    sizes: tuple[int, ...] = setting((1, 2), "a tuple of ints")
+    rates: Optional[tuple[float, ...]] = setting(None, "an optional tuple")
+    quiet: bool = setting(False, "a bool off by default")
+    colour: bool = setting(True, "a bool on by default")
+    name: str = setting("x", "a string")
+
+
+def test_flags_come_from_the_field_types_not_their_spelling():
+    parser = cli.ArgumentParser()
+    cli.add_flags(parser, _Kinds)
+    assert cli.settings(parser.parse_args([]), _Kinds) == _Kinds()
+    given = parser.parse_args(["--count", "3", "--limit", "4", "--sizes", "5,6,7",
+                               "--rates", "0.5,0.25", "--quiet", "--no-colour",
+                               "--name", "y"])
+    assert cli.settings(given, _Kinds) == _Kinds(3, 4, (5, 6, 7), (0.5, 0.25), True,
+                                                 False, "y")
+    assert type(cli.settings(given, _Kinds).sizes[0]) is int

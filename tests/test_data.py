@@ -6,7 +6,6 @@ shared data folders.
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from gan import checkpoint, ema, loop
+from gan import checkpoint, ema, loop, weights
 from gan.config import Config, RunOptions
 from gan.models import NOISE_DIM, Generator
 from gan.training import create_train_states, train_step_on_data
@@ -125,9 +125,9 @@ def test_workdir_outputs_use_the_average(tmp_path, mode):
     assert restored.g_state.ema_decays == (0.999, 0.5)
     first = restored.g_state.ema[0]
     want = first if mode == "average" else ema.recompute_batch_stats(first)
-    exported = checkpoint.load_sampler(f"{workdir}/generator.msgpack")
-    from_dir = checkpoint.load_sampler(workdir)
-    raw = checkpoint.load_sampler(workdir, raw=True)
+    exported = weights.load(f"{workdir}/generator.msgpack")
+    from_dir = weights.load(workdir)
+    raw = weights.load(workdir, raw=True)
     assert exported.averaged and from_dir.averaged and not raw.averaged
     for x, y, z in zip(jax.tree.leaves(want), jax.tree.leaves(exported.variables),
                        jax.tree.leaves(from_dir.variables)):
@@ -138,7 +138,7 @@ def test_workdir_outputs_use_the_average(tmp_path, mode):
                                      "batch_stats": restored.g_state.batch_stats})):
         np.testing.assert_array_equal(x, y)
     with pytest.raises(checkpoint.CheckpointError, match="only the averaged"):
-        checkpoint.load_sampler(f"{workdir}/generator.msgpack", raw=True)
+        weights.load(f"{workdir}/generator.msgpack", raw=True)
 
 
 def test_a_run_from_before_the_average_still_loads_and_resumes(tmp_path):
@@ -155,8 +155,8 @@ def test_a_run_from_before_the_average_still_loads_and_resumes(tmp_path):
         json.dump(fields, f)
     restored = checkpoint.restore(workdir)
     assert restored.config.ema_decay == 0.0 and restored.g_state.ema == ()
-    assert not checkpoint.load_sampler(workdir).averaged
-    with pytest.raises(loop.TrainError, match="ema_decay=0.0"):
+    assert not weights.load(workdir).averaged
+    with pytest.raises(loop.TrainError, match="`ema_decay` 0.0"):
         loop.train_and_evaluate(Config(batch_size=10), RunOptions(
             workdir=workdir, data_dir=str(tmp_path / "mnist"), max_steps=3,
             progress=False))
@@ -178,6 +178,6 @@ def test_a_generator_file_from_before_the_average_still_loads(tmp_path):
     path = tmp_path / "old.msgpack"
     path.write_bytes(serialization.msgpack_serialize(payload))
     for raw in (False, True):
-        loaded = checkpoint.load_sampler(str(path), raw=raw)
+        loaded = weights.load(str(path), raw=raw)
         assert loaded.step == 9 and not loaded.averaged
         assert loaded.config.ema_decay == 0.0

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from gan import images
 from gan.images import GRID_PAD_VALUE, grid_image, save_gif, save_grid, to_uint8
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan import checkpoint, loop
+from gan import loop, weights
 from gan.config import Config, RunOptions
 from tests.synthetic import block_digits, write_idx_arrays
 
@@ -31,11 +31,11 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path,
 
     monkeypatch.setattr(loop, "train_step_on_data", diverging_step)
     workdir = tmp_path / "run"
-    config = Config(batch_size=10, log_every=1)
+    config = Config(batch_size=10)
     with pytest.raises(loop.TrainError, match="non-finite loss at step 4"):
         loop.train_and_evaluate(config, RunOptions(
             workdir=str(workdir), data_dir=str(data_dir), max_steps=5,
-            checkpoint_every=2, progress=False))
+            checkpoint_every=2, log_every=1, progress=False))
     assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 3                      # steps 1-3 logged, NaN step not
@@ -77,18 +77,17 @@ def test_many_steps_per_call_log_and_save_as_single_steps(tmp_path, monkeypatch)
     logs, generators = {}, {}
     for k in (1, 3):
         workdir = tmp_path / f"run{k}"
-        config = Config(batch_size=10, log_every=4, steps_per_call=k,
-                        learning_rate=1e-3, decay_steps=3)
+        config = Config(batch_size=10, learning_rate=1e-3, decay_steps=3)
         result = loop.train_and_evaluate(config, RunOptions(
             workdir=str(workdir), data_dir=str(data_dir), max_steps=8,
-            checkpoint_every=5, progress=False))
+            checkpoint_every=5, log_every=4, steps_per_call=k, progress=False))
         assert result.step == 8
         assert sorted(os.listdir(workdir / "checkpoints"), key=int) == ["5", "6", "8"]
         # Every field but the wall clock ("t", "started").
         logs[k] = [{f: v for f, v in json.loads(line).items()
                     if f not in ("t", "started")}
                    for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-        generators[k] = checkpoint.load_sampler(str(workdir)).variables
+        generators[k] = weights.load(str(workdir)).variables
     # The first call runs one step (its time is the start-up figure); then calls
     # end at log point 4, checkpoint 5, epoch end 6, and the stop (and log point) 8.
     assert counts == [1, 3, 1, 1, 2]
@@ -125,9 +124,9 @@ def test_interrupt_during_a_step_saves_that_step(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     try:
         with pytest.raises(loop.Interrupted) as stopped:
-            loop.train_and_evaluate(Config(batch_size=10, log_every=1), RunOptions(
+            loop.train_and_evaluate(Config(batch_size=10), RunOptions(
                 workdir=str(workdir), data_dir=str(data_dir), max_steps=5,
-                progress=False))
+                log_every=1, progress=False))
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert stopped.value.saved_step == 3

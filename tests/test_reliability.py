@@ -16,26 +16,19 @@ import time
 
 import pytest
 
-from gan import checkpoint, loop, parallel
+from gan import checkpoint, checksum, loop, parallel, record, reporting, weights
 from gan.config import Config, RunOptions
+from gan.workdir import locked as workdir_lock
 from tests.synthetic import block_digits, write_idx_arrays
 from tests.test_cli import ROOT, SHARED_CACHE, one_line_error, run
 
-CONFIG = Config(batch_size=10, log_every=1)
-
-
-@pytest.fixture
-def data_dir(tmp_path):
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    write_idx_arrays(folder, *block_digits(60))            # 6 steps per epoch
-    return str(folder)
+CONFIG = Config(batch_size=10)
 
 
 def _train(workdir, data_dir, max_steps, **kwargs):
     return loop.train_and_evaluate(CONFIG, RunOptions(
         workdir=str(workdir), data_dir=data_dir, max_steps=max_steps, progress=False,
-        **kwargs))
+        **{"log_every": 1, **kwargs}))
 
 
 def _steps(workdir):
@@ -46,28 +39,29 @@ def _steps(workdir):
 def test_a_second_train_py_on_a_locked_workdir_is_refused(tmp_path, data_dir):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    fd = loop.lock_workdir(str(workdir))                 # this process holds it
-    try:
+    with workdir_lock(str(workdir)):                      # this process holds it
         result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
                      "--batch-size", 10, "--max-steps", 1)
         line = one_line_error(result)
         assert "in use by another train.py" in line and f"PID {os.getpid()}" in line
         assert not (workdir / "checkpoints").exists()
-    finally:
-        os.close(fd)
+        assert not (workdir / "config.json").exists()      # the lock comes first
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from gan.loop import lock_workdir; "
-         "lock_workdir(sys.argv[1]); print('locked', flush=True); time.sleep(120)",
+        [sys.executable, "-c", "import sys, time; from gan.workdir import locked; "
+         "held = locked(sys.argv[1]); held.__enter__(); print('locked', flush=True); "
+         "time.sleep(120)",
          str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(loop.TrainError, match=f"PID {holder.pid}"):
-        loop.lock_workdir(str(tmp_path))
+        with workdir_lock(str(tmp_path)):
+            pass
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    os.close(loop.lock_workdir(str(tmp_path)))           # free again
+    with workdir_lock(str(tmp_path)):                     # free again
+        pass
 
 
 def test_a_partial_last_log_line_is_dropped_on_resume(tmp_path, data_dir):
@@ -103,7 +97,7 @@ def test_grid_frames_are_found_by_name_in_epoch_order(tmp_path, data_dir):
     assert sorted(os.listdir(grids)) == [".DS_Store", "epoch_001.png"]
     for epoch in (1000, 2, 999):
         (grids / f"epoch_{epoch:03d}.png").write_bytes(b"")
-    assert [os.path.basename(p) for p in loop.grid_frames(str(workdir))] == [
+    assert [os.path.basename(p) for p in reporting.grid_frames(str(workdir))] == [
         "epoch_001.png", "epoch_002.png", "epoch_999.png", "epoch_1000.png"]
 
 
@@ -123,7 +117,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside(tmp_path, data_dir, capsys):
 def test_a_config_json_that_is_not_a_config_is_one_line(tmp_path, content):
     (tmp_path / "config.json").write_text(content)
     with pytest.raises(checkpoint.CheckpointError, match="not a config"):
-        checkpoint.load_config(str(tmp_path))
+        record.load_config(str(tmp_path))
 
 
 @pytest.mark.parametrize("address", ["garbage", "127.0.0.1", ":80", "host:99999"])
@@ -224,14 +218,14 @@ def test_a_checkpoint_whose_arrays_fail_their_checksum_is_damaged(tmp_path, data
     save): refused as damaged, never trained on; an older good one is used."""
     workdir = tmp_path / "run"
     _train(workdir, data_dir, 2, checkpoint_every=2)
-    real_save, real_digest = checkpoint.save, checkpoint.digest
+    real_save, real_digest = checkpoint.save, checksum.digest
 
     def save_with_a_wrong_sum(*args, **kwargs):
-        checkpoint.digest = lambda tree: "00" * 32
+        checksum.digest = lambda tree: "00" * 32
         try:
             return real_save(*args, **kwargs)
         finally:
-            checkpoint.digest = real_digest
+            checksum.digest = real_digest
 
     monkeypatch.setattr(checkpoint, "save", save_with_a_wrong_sum)
     _train(workdir, data_dir, 4, checkpoint_every=2)           # checkpoint 4: bad sum
@@ -259,18 +253,18 @@ def test_flipped_bytes_in_a_checkpoint_are_a_damaged_checkpoint(tmp_path, data_d
 def test_a_generator_file_that_fails_its_checksum_is_damaged(tmp_path, capsys):
     import numpy as np
     from flax import serialization
-    raw = serialization.msgpack_restore(open(checkpoint.PRETRAINED, "rb").read())
+    raw = serialization.msgpack_restore(open(weights.SHIPPED, "rb").read())
     kernel = np.array(raw["variables"]["params"]["deconv3"]["kernel"])
     kernel.flat[7] += 1.0                                        # one weight changed
     raw["variables"]["params"]["deconv3"]["kernel"] = kernel
     path = tmp_path / "g.msgpack"
     path.write_bytes(serialization.msgpack_serialize(raw))
     with pytest.raises(checkpoint.CheckpointError, match="is damaged"):
-        checkpoint.load_sampler(str(path))
+        weights.load(str(path))
     del raw[checkpoint.DIGEST]                                   # as before checksums
     path.write_bytes(serialization.msgpack_serialize(raw))
     for _ in range(2):
-        assert np.asarray(checkpoint.load_sampler(str(path)).variables["params"][
+        assert np.asarray(weights.load(str(path)).variables["params"][
             "deconv3"]["kernel"]).flat[7] == kernel.flat[7]
     assert capsys.readouterr().err.count("no checksum to verify") == 1
 
@@ -315,7 +309,7 @@ def test_a_lost_config_json_still_refuses_another_recipe(tmp_path, data_dir, dam
         (workdir / "config.json").unlink()
     else:
         (workdir / "config.json").write_text('{"batch_size": 10, "ep')
-    with pytest.raises(loop.TrainError, match="holds a run with seed=0"):
+    with pytest.raises(loop.TrainError, match="holds a run with `seed` 0"):
         loop.train_and_evaluate(dataclasses.replace(CONFIG, seed=7), RunOptions(
             workdir=str(workdir), data_dir=data_dir, max_steps=3, progress=False))
     assert not (workdir / "config.json").exists() or damage == "damaged"
@@ -366,7 +360,7 @@ def test_sampling_a_live_run_that_deletes_its_checkpoints(tmp_path, data_dir):
             if not folder.is_dir() or not any(n.isdigit() for n in os.listdir(folder)):
                 time.sleep(0.2)                      # no checkpoint yet
                 continue
-            steps.append(checkpoint.load_sampler(str(workdir)).step)
+            steps.append(weights.load(str(workdir)).step)
         assert len(steps) == 6, (tmp_path / "stderr.txt").read_text()
         assert steps == sorted(steps) and steps[-1] > steps[0]   # it was moving
     finally:
@@ -413,8 +407,9 @@ def test_a_full_disk_while_logging_is_one_line_and_resumes(tmp_path, data_dir,
         f = real_open(path, mode, *args, **kwargs)
         return _FullDisk(f, ok=3) if mode == "a" else f
 
-    monkeypatch.setattr(loop, "open", log_fills_the_disk, raising=False)
-    with pytest.raises(loop.TrainError, match="cannot write to `workdir`.*No space left"):
+    monkeypatch.setattr(reporting, "open", log_fills_the_disk, raising=False)
+    with pytest.raises(loop.TrainError,
+                       match="cannot write metrics.jsonl in `workdir`.*No space left"):
         _train(workdir, data_dir, 6)
     monkeypatch.undo()
     assert _train(workdir, data_dir, 6).step == 6          # the space is back

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan import checkpoint, classifier, images
-from gan.writer import DigitWriter
+from gan import classifier, images, weights
+from gan.digit_writer import DigitWriter
 from tests.test_cli import ROOT, SHARED_CACHE, one_line_error
 
 
@@ -83,7 +83,7 @@ def test_verified_number_is_read_right_by_the_classifier(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "redrawn after the classifier misread them" in result.stdout
     data = np.load(tmp_path / "v.npz")
-    logits, _ = classifier.predict(classifier.load(classifier.PRETRAINED).params,
+    logits, _ = classifier.predict(classifier.load(classifier.SHIPPED).params,
                                    data["images"])
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
@@ -111,14 +111,14 @@ def test_bad_requests_are_one_line_and_write_nothing(tmp_path, args, words):
 
 
 def test_out_onto_the_checkpoint_is_refused(tmp_path):
-    weights = tmp_path / "g.msgpack"
-    shutil.copy(checkpoint.PRETRAINED, weights)
-    before = weights.read_bytes()
-    result = sample(tmp_path, "--checkpoint", weights, "--number", "1",
-                    "--out", weights.with_suffix(".msgpack.png"))
+    generator = tmp_path / "g.msgpack"
+    shutil.copy(weights.SHIPPED, generator)
+    before = generator.read_bytes()
+    result = sample(tmp_path, "--checkpoint", generator, "--number", "1",
+                    "--out", generator.with_suffix(".msgpack.png"))
     assert result.returncode == 0, result.stderr
-    os.symlink(weights, tmp_path / "link.png")
-    refused = sample(tmp_path, "--checkpoint", weights, "--number", "1",
+    os.symlink(generator, tmp_path / "link.png")
+    refused = sample(tmp_path, "--checkpoint", generator, "--number", "1",
                      "--out", "link.png")
     assert "is the --checkpoint file" in one_line_error(refused)
-    assert weights.read_bytes() == before
+    assert generator.read_bytes() == before

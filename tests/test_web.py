@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from gan import images, webapp
-from gan.writer import DigitWriter
+from gan.digit_writer import DigitWriter
 from tests.test_cli import ROOT, SHARED_CACHE
 
 

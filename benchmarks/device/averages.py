@@ -23,7 +23,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from gan import checkpoint, classifier, data, ema, evaluate, sampling  # noqa: E402
+from gan import checkpoint, classifier, data, ema, quality, record, sampling, weights  # noqa: E402
 from gan.config import EMA_BATCH_STATS  # noqa: E402
 
 
@@ -33,16 +33,16 @@ def main() -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--classifier", default=None)
     p.add_argument("--out", required=True, help="folder for the JSON and the files")
-    p.add_argument("--num-samples", type=int, default=evaluate.NUM_SAMPLES)
+    p.add_argument("--num-samples", type=int, default=quality.NUM_SAMPLES)
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
     restored = checkpoint.restore(args.workdir)
-    config = checkpoint.load_config(args.workdir)
+    config = record.load_config(args.workdir)
     g_state, step = restored.g_state, int(restored.g_state.step)
-    clf = classifier.load_or_train(args.classifier or classifier.PRETRAINED,
+    clf = classifier.load_or_train(args.classifier or classifier.SHIPPED,
                                    args.data_dir)
-    reference = evaluate.make_reference(
+    reference = quality.make_reference(
         clf.params, data.load_mnist(args.data_dir, "train"),
         data.load_mnist(args.data_dir, "test"), args.num_samples)
 
@@ -54,9 +54,9 @@ def main() -> int:
                                                   decay, mode)
     results = {}
     for name, (variables, _, _) in candidates.items():
-        r = evaluate.evaluate_generator(variables, clf.params, reference,
+        r = quality.evaluate_generator(variables, clf.params, reference,
                                         args.num_samples, seed=0)
-        results[name] = evaluate.json_ready(r)
+        results[name] = quality.json_ready(r)
         print(f"{name:24s} accuracy {100 * r['conditional_accuracy']:.2f}%  worst "
               f"{r['worst_digit']} {100 * r['worst_digit_accuracy']:.1f}%  Frechet "
               f"ratio {r['frechet_ratio']:.3f}  precision {r['precision']:.3f}  "
@@ -75,7 +75,7 @@ def main() -> int:
         variables, decay, mode = candidates[name]
         recipe = dataclasses.replace(config, ema_decay=decay, ema_compare=(),
                                      ema_batch_stats=mode)
-        checkpoint.save_generator(os.path.join(args.out, f"generator_{name}.msgpack"),
+        weights.save(os.path.join(args.out, f"generator_{name}.msgpack"),
                                   variables, step, recipe, averaged=True)
     return 0
 

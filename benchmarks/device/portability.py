@@ -14,7 +14,6 @@ JSON line; exit 1 if anything fails.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gan import checkpoint, loop, sampling  # noqa: E402
+from gan import checkpoint, loop, record, run_setup, sampling  # noqa: E402
 from gan.config import RunOptions  # noqa: E402
 
 REFERENCE_FILE = "portability_reference.npz"
@@ -36,8 +35,8 @@ REFERENCE_FILE = "portability_reference.npz"
 def grid(workdir: str) -> tuple[int, np.ndarray]:
     """(step, float grid `[100, 28, 28, 1]`) of the latest checkpoint's generator."""
     restored = checkpoint.restore(workdir)
-    config = checkpoint.load_config(workdir)
-    z, labels = sampling.grid_inputs(loop.run_keys(config.seed)[2])
+    config = record.load_config(workdir)
+    z, labels = sampling.grid_inputs(run_setup.run_keys(config.seed)[2])
     images = sampling.generate(sampling.g_variables(restored.g_state), z, labels)
     return int(restored.g_state.step), np.asarray(images)
 
@@ -66,8 +65,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             copy = os.path.join(tmp, "run")
             shutil.copytree(args.workdir, copy)
-            # One step per dispatch: XLA:CPU runs the many-step loop slowly.
-            config = dataclasses.replace(checkpoint.load_config(copy), steps_per_call=1)
+            # One step per dispatch (the default): XLA:CPU runs the many-step
+            # loop slowly.
+            config = record.load_config(copy)
             options = RunOptions(workdir=copy, data_dir=args.data_dir,
                                  max_steps=step + 1, progress=False)
             fit = loop.train_and_evaluate(config, options)

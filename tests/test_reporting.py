@@ -1,4 +1,4 @@
-"""TensorBoard event files (gan.summaries, written by the training loop), read
+"""TensorBoard event files (gan.reporting, written by the training loop), read
 back with TensorBoard's own reader."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from gan.config import Config, RunOptions
 from tests.synthetic import block_digits, write_idx_arrays
 
 # 60 digits at batch 10: 6 steps per epoch; log every 4 steps.
-CONFIG = Config(batch_size=10, log_every=4, epochs=2)
+CONFIG = Config(batch_size=10, epochs=2)
 # metrics.jsonl field -> its TensorBoard tag (written out, not imported).
 TAGS = {"d_loss": "loss/d_loss", "d_loss_real": "loss/d_loss_real",
         "d_loss_fake": "loss/d_loss_fake", "g_loss": "loss/g_loss", "lr": "train/lr"}
@@ -43,11 +43,11 @@ def run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     loop.train_and_evaluate(CONFIG, RunOptions(
         workdir=str(workdir), data_dir=str(data_dir), progress=False,
-        checkpoint_every=8, keep=5))
+        checkpoint_every=8, keep=5, log_every=4))
     straight = _events(workdir), _records(workdir)
     shutil.rmtree(workdir / "checkpoints" / "12")
     loop.train_and_evaluate(CONFIG, RunOptions(
-        workdir=str(workdir), data_dir=str(data_dir), progress=False))
+        workdir=str(workdir), data_dir=str(data_dir), progress=False, log_every=4))
     return straight, (_events(workdir), _records(workdir))
 
 

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gan import models, writer
+from gan import digit_writer, models
 from gan.config import Config
 from gan.training import create_train_states
-from gan.writer import DigitWriter, WriterError
+from gan.digit_writer import DigitWriter, WriterError
 from tests.synthetic import block_images, classify_blocks
 
 
@@ -53,7 +53,7 @@ def test_a_number_is_one_handwriting_per_line(w):
     line's noise; lines differ; a space is a black cell."""
     number = w.number("2 22", styles=3, seed=5)
     assert number.images.shape == (3, 4, 28, 28) and number.images.dtype == np.uint8
-    noise = writer.line_noise(jax.random.key(5), 3)
+    noise = digit_writer.line_noise(jax.random.key(5), 3)
     for line in range(3):
         cells = number.images[line]
         assert not cells[1].any()                                  # the space
@@ -162,7 +162,7 @@ def test_slerp_follows_the_great_circle():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=100), rng.normal(size=100)
     t = np.linspace(0, 1, 5)
-    path = writer.slerp(a, b, t)
+    path = digit_writer.slerp(a, b, t)
     np.testing.assert_allclose(path[0], a, atol=1e-5)
     np.testing.assert_allclose(path[-1], b, atol=1e-5)
     norms = np.linalg.norm(path, axis=1)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from gan import classifier, evaluate
+from gan import classifier, quality
 from tests.synthetic import block_digits, block_images
 
 
@@ -20,7 +20,7 @@ def _random_cov(rng, d):
     return a @ a.T / (2 * d)
 
 
-def _frechet_textbook(a: evaluate.Gaussian, b: evaluate.Gaussian) -> float:
+def _frechet_textbook(a: quality.Gaussian, b: quality.Gaussian) -> float:
     """The usual formula with a general matrix square root (scipy, float64)."""
     import scipy.linalg  # noqa: PLC0415 - installed with jax
     covmean = scipy.linalg.sqrtm(a.cov @ b.cov).real
@@ -31,29 +31,29 @@ def _frechet_textbook(a: evaluate.Gaussian, b: evaluate.Gaussian) -> float:
 def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
     rng = np.random.default_rng(0)
     va, vb = rng.uniform(0.1, 3, 8), rng.uniform(0.1, 3, 8)
-    a = evaluate.Gaussian(rng.normal(size=8), np.diag(va))
-    b = evaluate.Gaussian(rng.normal(size=8), np.diag(vb))
+    a = quality.Gaussian(rng.normal(size=8), np.diag(va))
+    b = quality.Gaussian(rng.normal(size=8), np.diag(vb))
     want = np.sum((a.mean - b.mean) ** 2) + np.sum((np.sqrt(va) - np.sqrt(vb)) ** 2)
-    assert evaluate.frechet_distance(a, b) == pytest.approx(want, rel=1e-10)
+    assert quality.frechet_distance(a, b) == pytest.approx(want, rel=1e-10)
 
 
 def test_frechet_distance_matches_the_textbook_sqrtm_formula():
     rng = np.random.default_rng(1)
-    a = evaluate.Gaussian(rng.normal(size=16), _random_cov(rng, 16))
-    b = evaluate.Gaussian(rng.normal(size=16), _random_cov(rng, 16))
+    a = quality.Gaussian(rng.normal(size=16), _random_cov(rng, 16))
+    b = quality.Gaussian(rng.normal(size=16), _random_cov(rng, 16))
     # Both in float64; sqrtm's Schur iteration leaves ~1e-9 relative round-off.
-    assert evaluate.frechet_distance(a, b) == pytest.approx(_frechet_textbook(a, b),
+    assert quality.frechet_distance(a, b) == pytest.approx(_frechet_textbook(a, b),
                                                             rel=1e-6)
-    assert evaluate.frechet_distance(a, b) == pytest.approx(
-        evaluate.frechet_distance(b, a), rel=1e-9)
+    assert quality.frechet_distance(a, b) == pytest.approx(
+        quality.frechet_distance(b, a), rel=1e-9)
 
 
 def test_frechet_distance_of_a_set_to_itself_is_zero_and_grows_with_a_shift():
     x = np.random.default_rng(2).normal(size=(500, 12))
-    g = evaluate.fit_gaussian(x)
-    assert evaluate.frechet_distance(g, g) < 1e-9
-    shifted = evaluate.fit_gaussian(x + 0.5)           # same covariance, mean + 0.5
-    assert evaluate.frechet_distance(g, shifted) == pytest.approx(12 * 0.25, rel=1e-6)
+    g = quality.fit_gaussian(x)
+    assert quality.frechet_distance(g, g) < 1e-9
+    shifted = quality.fit_gaussian(x + 0.5)           # same covariance, mean + 0.5
+    assert quality.frechet_distance(g, shifted) == pytest.approx(12 * 0.25, rel=1e-6)
 
 
 # --------------------------------------------------------------------------
@@ -75,11 +75,11 @@ def _precision_recall_plain(real, fake, k):
 
 
 def test_precision_recall_equals_the_plain_computation(monkeypatch):
-    monkeypatch.setattr(evaluate, "DISTANCE_CHUNK", 37)  # several uneven chunks
+    monkeypatch.setattr(quality, "DISTANCE_CHUNK", 37)  # several uneven chunks
     rng = np.random.default_rng(3)
     real = rng.normal(size=(300, 6)).astype(np.float32)
     fake = (rng.normal(size=(250, 6)) * 0.8 + 0.6).astype(np.float32)
-    got = evaluate.precision_recall(real, fake, k=3)
+    got = quality.precision_recall(real, fake, k=3)
     want = _precision_recall_plain(real.astype(np.float64), fake.astype(np.float64), 3)
     # Fractions of counts: equal unless a point sits on a ball's edge to ~1e-6.
     assert got == pytest.approx(want, abs=1.0 / 250)
@@ -90,11 +90,11 @@ def test_precision_recall_known_answers():
     rng = np.random.default_rng(4)
     a = rng.normal(size=(200, 4)).astype(np.float32)
     b = a + 100.0                                        # far from every point of a
-    assert evaluate.precision_recall(a, a) == (1.0, 1.0)
-    assert evaluate.precision_recall(a, b) == (0.0, 0.0)
+    assert quality.precision_recall(a, a) == (1.0, 1.0)
+    assert quality.precision_recall(a, b) == (0.0, 0.0)
     # Samples cover one of two real modes: all realistic, half the variety.
     real = np.concatenate([a, b])
-    assert evaluate.precision_recall(real, a) == (1.0, 0.5)
+    assert quality.precision_recall(real, a) == (1.0, 0.5)
 
 
 # --------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def judged():
     test_x, test_y = block_digits(400, seed=11)
     params = classifier.train(train_x, train_y, jax.random.key(0), epochs=2,
                               batch_size=50)
-    reference = evaluate.make_reference(params, (train_x, train_y), (test_x, test_y),
+    reference = quality.make_reference(params, (train_x, train_y), (test_x, test_y),
                                         num_real=400)
     return params, reference, test_x, test_y
 
@@ -123,7 +123,7 @@ def test_classifier_learns_block_digits(judged):
 def test_real_digits_score_like_the_classifier_and_near_the_floor(judged):
     params, reference, _, _ = judged
     x, y = block_digits(400, seed=12)                    # unseen real digits
-    result = evaluate.score(params, x, y, reference)
+    result = quality.score(params, x, y, reference)
     assert result["conditional_accuracy"] == pytest.approx(
         classifier.accuracy(params, x, y))
     assert result["conditional_accuracy"] > 0.95
@@ -138,7 +138,7 @@ def test_real_digits_score_like_the_classifier_and_near_the_floor(judged):
 
 def test_identical_sets_have_zero_distance_and_full_precision_recall(judged):
     params, reference, test_x, test_y = judged
-    result = evaluate.score(params, test_x, test_y, reference)
+    result = quality.score(params, test_x, test_y, reference)
     assert result["frechet_distance"] < 1e-6
     assert np.nanmax(result["per_digit_frechet"]) < 1e-6
     assert result["precision"] == 1.0 and result["recall"] == 1.0
@@ -148,7 +148,7 @@ def test_shuffled_labels_give_chance_conditional_accuracy(judged):
     params, reference, _, _ = judged
     x, y = block_digits(2000, seed=13)
     wrong = np.random.default_rng(0).permutation(y)
-    result = evaluate.score(params, x, wrong, reference, with_precision_recall=False)
+    result = quality.score(params, x, wrong, reference, with_precision_recall=False)
     assert 0.05 < result["conditional_accuracy"] < 0.15
     assert result["cross_entropy"] > 1.0
     # The images are real digits, so the feature distance stays near the floor.
@@ -163,7 +163,7 @@ def test_one_digit_missing_is_named_worst(judged):
     requested = y.copy()
     sevens = np.flatnonzero(y == 7)
     requested[sevens[::2]] = 3                           # a 3 is asked, a 7 drawn
-    result = evaluate.score(params, x, requested, reference, with_precision_recall=False)
+    result = quality.score(params, x, requested, reference, with_precision_recall=False)
     assert result["worst_digit"] == 3
     assert result["worst_digit_accuracy"] < 0.05
     assert min(a for d, a in enumerate(result["per_digit_accuracy"]) if d != 3) > 0.9
@@ -172,7 +172,7 @@ def test_one_digit_missing_is_named_worst(judged):
 def test_noise_images_score_far_from_real(judged):
     params, reference, _, _ = judged
     noise = np.random.default_rng(5).integers(0, 256, (400, 28, 28)).astype(np.uint8)
-    result = evaluate.score(params, noise, np.arange(400) % 10, reference)
+    result = quality.score(params, noise, np.arange(400) % 10, reference)
     assert result["frechet_ratio"] > 10
     assert result["precision"] < 0.1
 
@@ -188,8 +188,8 @@ def test_generated_digits_are_scored_against_the_labels_asked_for(judged, monkey
         asked.append(np.asarray(labels))
         return block_images(labels, seed=len(asked))
 
-    monkeypatch.setattr(evaluate.sampling, "generate_uint8", block_generator)
-    result = evaluate.evaluate_generator(None, params, reference, num_samples=300,
+    monkeypatch.setattr(quality.sampling, "generate_uint8", block_generator)
+    result = quality.evaluate_generator(None, params, reference, num_samples=300,
                                          with_precision_recall=False)
     assert np.array_equal(np.bincount(np.concatenate(asked)), np.full(10, 30))
     assert result["conditional_accuracy"] > 0.95
@@ -197,10 +197,10 @@ def test_generated_digits_are_scored_against_the_labels_asked_for(judged, monkey
 
 
 def test_sample_inputs_cycle_through_the_digits():
-    z, labels = evaluate.sample_inputs(10_000, seed=0)
+    z, labels = quality.sample_inputs(10_000, seed=0)
     assert z.shape == (10_000, 100)
     assert np.array_equal(np.bincount(labels), np.full(10, 1000))
-    z2, _ = evaluate.sample_inputs(10_000, seed=0)
+    z2, _ = quality.sample_inputs(10_000, seed=0)
     assert np.array_equal(z, z2)
 
 

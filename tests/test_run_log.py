@@ -8,7 +8,7 @@ import pathlib
 import pytest
 from PIL import Image
 
-from gan import report
+from gan import run_log
 
 
 def _log(tmp_path):
@@ -30,7 +30,7 @@ def _log(tmp_path):
 
 
 def test_training_time_leaves_out_scoring_and_counts_resumes(tmp_path):
-    seconds = report.training_seconds(report.read_log(_log(tmp_path)))
+    seconds = run_log.training_seconds(run_log.read_log(_log(tmp_path)))
     assert seconds == {1: 10.0, 2: 10.0, 3: 14.0, 4: 14.0, 5: 18.0, 6: 18.0,
                        7: 25.0, 8: 27.0}
 
@@ -39,20 +39,20 @@ def test_a_new_process_is_told_by_its_start_even_when_its_clock_is_later():
     """The first process ran 20 s; the resumed one logs t = 30, 40: both count."""
     records = [{"step": 1, "t": 10.0, "started": 100}, {"step": 2, "t": 20.0, "started": 100},
                {"step": 3, "t": 30.0, "started": 500}, {"step": 4, "t": 40.0, "started": 500}]
-    assert report.training_seconds(records) == {1: 10.0, 2: 20.0, 3: 50.0, 4: 60.0}
+    assert run_log.training_seconds(records) == {1: 10.0, 2: 20.0, 3: 50.0, 4: 60.0}
 
 
 def test_first_epoch_meeting_the_goal_per_generator(tmp_path):
-    rows = report.quality_rows(report.read_log(_log(tmp_path)))
+    rows = run_log.quality_rows(run_log.read_log(_log(tmp_path)))
     assert [(r["epoch"], r["train_s"]) for r in rows] == [(1, 14.0), (2, 27.0)]
-    assert report.first_meeting(rows)["epoch"] == 2           # raw: 95% at epoch 1
-    assert report.first_meeting(rows, "_ema")["epoch"] == 1
-    assert report.first_meeting(rows, "_ema", ratio=1.5) is None
-    assert report.series_names(rows) == ["", "_ema"]
-    text = report.table(rows)
+    assert run_log.first_meeting(rows)["epoch"] == 2           # raw: 95% at epoch 1
+    assert run_log.first_meeting(rows, "_ema")["epoch"] == 1
+    assert run_log.first_meeting(rows, "_ema", ratio=1.5) is None
+    assert run_log.series_names(rows) == ["", "_ema"]
+    text = run_log.table(rows)
     assert "| 1 | 0.00 h | 95.0% / 5.00 | 99.1% / 2.90 |" in text
     out = tmp_path / "q.png"
-    report.plot(rows, str(out))
+    run_log.plot(rows, str(out))
     with Image.open(out) as im:
         assert im.size == (1200, 450)                            # two panels side by side
         colors = {c for _, c in im.convert("RGB").getcolors(1 << 20)}
@@ -66,7 +66,7 @@ def test_first_epoch_meeting_the_goal_per_generator(tmp_path):
 ])
 def test_series_order(names, want):
     rows = [{f"fd_ratio{n}": 1.0 for n in names}]
-    assert report.series_names(rows) == want
+    assert run_log.series_names(rows) == want
 
 
 def test_quality_curves_cli_series_and_unknown_names(tmp_path):

@@ -17,8 +17,9 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from gan import checkpoint, sampling
-from gan.models import NOISE_DIM, NUM_CLASSES
+from gan import sampling, weights
+from gan.data import NUM_CLASSES
+from gan.models import NOISE_DIM
 
 # Longest number `number` writes (characters, spaces included).
 MAX_NUMBER = 64
@@ -92,7 +93,7 @@ class DigitWriter:
     """A generator's weights (and, to verify, a reader of digits).
 
     Args:
-      variables: G's `params` and `batch_stats` (e.g. `checkpoint.load_sampler`).
+      variables: G's `params` and `batch_stats` (e.g. from `gan.weights.load`).
       reader: reads digits for `verify=True`; default: the shipped classifier,
         loaded when first needed.
     """
@@ -106,16 +107,16 @@ class DigitWriter:
     def load(cls, path: str | None = None, raw: bool = False,
              reader: Reader | None = None) -> DigitWriter:
         """From a generator file or a train.py workdir (default: the shipped
-        generator); raises checkpoint.CheckpointError with one line."""
-        weights = checkpoint.load_sampler(path or checkpoint.PRETRAINED, raw=raw)
-        return cls(weights.variables, reader, weights.step, weights.averaged)
+        generator, `gan.weights.load`); raises CheckpointError with one line."""
+        generator = weights.load(path, raw=raw)
+        return cls(generator.variables, reader, generator.step, generator.averaged)
 
     @property
     def reader(self) -> Reader:
         if self._reader is None:
             from gan import classifier  # noqa: PLC0415
             try:
-                loaded = classifier.load(classifier.PRETRAINED)
+                loaded = classifier.load(classifier.SHIPPED)
             except classifier.ClassifierError as e:
                 raise WriterError(str(e)) from None
             self._reader = classifier_reader(loaded.params)

@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gan import classifier, sampling
-from gan.models import NOISE_DIM, NUM_CLASSES
+from gan import classifier, ema, sampling
+from gan.config import EMA_BATCH_STATS, Config
+from gan.data import NUM_CLASSES
+from gan.models import NOISE_DIM
 
 NUM_SAMPLES = 10_000   # 1,000 per digit
 QUICK_SAMPLES = 1_000  # train.py --eval-every
@@ -283,3 +285,44 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"  {d}    {pct(result['per_digit_accuracy'][d])}  "
                      f"{fd:7.3f}  {floor:6.3f}  {_ratio(fd, floor):5.2f}")
     return "\n".join(lines)
+
+
+class EpochScorer:
+    """`train.py --eval-every`: QUICK_SAMPLES samples of G and of its weight
+    averages scored against real digits at epoch ends."""
+
+    def __init__(self, classifier_path: str | None, data_dir: str | None,
+                 train_data: tuple[np.ndarray, np.ndarray],
+                 say: Any | None = None):
+        from gan import data  # noqa: PLC0415 - TFDS only when scoring.
+        clf = classifier.load_or_train(classifier_path or classifier.SHIPPED,
+                                       data_dir, progress=say)
+        self._params = clf.params
+        self._reference = make_reference(clf.params, train_data,
+                                         data.load_mnist(data_dir, "test"),
+                                         QUICK_SAMPLES, with_precision_recall=False)
+
+    def score(self, g_variables: dict[str, Any], suffix: str = "") -> dict[str, float]:
+        """`cond_acc<suffix>` and `fd_ratio<suffix>` of one generator."""
+        result = evaluate_generator(g_variables, self._params, self._reference,
+                                    QUICK_SAMPLES, with_precision_recall=False)
+        return {"cond_acc" + suffix: result["conditional_accuracy"],
+                "fd_ratio" + suffix: result["frechet_ratio"]}
+
+    def __call__(self, g_state: Any, config: Config) -> dict[str, float]:
+        """Scores G's own weights (`cond_acc`, `fd_ratio`) and its average as
+        the run samples it (`..._ema`); with `ema_compare`, every average with
+        either BatchNorm mode too (`..._ema<decay>_<mode>`)."""
+        scores = self.score(sampling.g_variables(g_state))
+        if config.ema_compare:
+            for decay, average in zip(g_state.ema_decays, g_state.ema):
+                for mode in EMA_BATCH_STATS:
+                    scores.update(self.score(ema.for_sampling(average, mode),
+                                             "_" + ema.label(decay, mode)))
+            product = "_" + ema.label(config.ema_decay, config.ema_batch_stats)
+            scores["cond_acc_ema"] = scores["cond_acc" + product]
+            scores["fd_ratio_ema"] = scores["fd_ratio" + product]
+        elif g_state.ema:
+            scores.update(self.score(
+                ema.sampling_variables(g_state, config.ema_batch_stats), "_ema"))
+        return scores
