@@ -8,8 +8,10 @@ import sys
 from gan import cli
 
 
-def parse_args(argv: list[str] | None):
+def make_parser() -> cli.argparse.ArgumentParser:
+    """The command line, one flag per setting (docs/cli.md lists them)."""
     p = cli.ArgumentParser(
+        prog="app.py",
         description="Serve a web page that writes numbers with the generator.",
         formatter_class=cli.argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None,
@@ -18,7 +20,11 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None):
+    return make_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

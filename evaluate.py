@@ -18,8 +18,10 @@ MAX_SAMPLES = 60_000  # the floor needs as many real training digits
 MIN_SAMPLES = 20  # at least two per digit for a covariance
 
 
-def parse_args(argv: list[str] | None):
+def make_parser() -> cli.argparse.ArgumentParser:
+    """The command line, one flag per setting (docs/cli.md lists them)."""
     p = cli.ArgumentParser(
+        prog="evaluate.py",
         description="Score a generator's samples with an MNIST classifier "
         "(trained once on the MNIST train split and cached).",
         formatter_class=cli.argparse.ArgumentDefaultsHelpFormatter)
@@ -39,7 +41,11 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--data-dir", default=None,
                    help="MNIST: TFDS data dir or IDX folder (as train.py)")
     p.add_argument("--json", default=None, help="also write the figures to this file")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None):
+    return make_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

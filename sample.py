@@ -22,8 +22,10 @@ MAX_GRID_WIDTH = 3840
 DEFAULT_OUT = {"grid": "samples.png", "number": "number.png", "interpolate": "morph.gif"}
 
 
-def parse_args(argv: list[str] | None):
+def make_parser() -> cli.argparse.ArgumentParser:
+    """The command line, one flag per setting (docs/cli.md lists them)."""
     p = cli.ArgumentParser(
+        prog="sample.py",
         description="Write digits with a trained generator: a number in several "
         "handwritings (--number), a grid with a row per digit (--digits), or a GIF "
         "morphing between handwritings or digits (--interpolate).",
@@ -59,7 +61,11 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--npz", default=None,
                    help="also write the digits: images (uint8 [N,28,28]), labels "
                    "(int [N]), and for --number each one's line and position")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None):
+    return make_parser().parse_args(argv)
 
 
 def check_args(args) -> tuple[str, str | None]:

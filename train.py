@@ -10,15 +10,21 @@ from gan import cli
 from gan.config import Config, RunOptions
 
 
-def parse_args(argv: list[str] | None) -> tuple[Config, RunOptions]:
-    """The recipe and the run options, one flag per field of each."""
+def make_parser() -> cli.argparse.ArgumentParser:
+    """The command line: one flag per field of `Config` and `RunOptions`."""
     p = cli.ArgumentParser(
+        prog="train.py",
         description="Train the cDCGAN on MNIST. Running again with the same "
         "--workdir resumes from its latest checkpoint.")
     cli.add_flags(p.add_argument_group(
         "training (a run resumes only with its own 'recipe' settings)"), Config)
     cli.add_flags(p.add_argument_group("run"), RunOptions)
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> tuple[Config, RunOptions]:
+    """The recipe and the run options."""
+    args = make_parser().parse_args(argv)
     return cli.settings(args, Config), cli.settings(args, RunOptions)
 
 

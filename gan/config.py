@@ -74,7 +74,7 @@ class Config:
         "(default: one per process)", recipe=True)
     ema_decay: float = setting(
         0.99, "decay of the generator's weight average, which grids, "
-        "generator.msgpack, sample.py and evaluate.py use (0: off; README 'EMA')",
+        "generator.msgpack, sample.py and evaluate.py use (0: off; docs/quality.md)",
         recipe=True)
     ema_compare: tuple[float, ...] = setting(
         (), "more decays averaged beside `ema_decay`, e.g. 0.99,0.9999, each "
@@ -148,7 +148,7 @@ class RunOptions:
     log_every: int = setting(50, "steps between pulls of the losses to the host")
     steps_per_call: int = setting(
         1, "train steps per dispatch to the device, in one compiled loop (for "
-        "GPUs; XLA:CPU runs such loops far slower, see README 'Speed')")
+        "GPUs; XLA:CPU runs such loops far slower, see docs/speed.md)")
     progress: bool = setting(True, "show a progress bar")
 
     def __post_init__(self):

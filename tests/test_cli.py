@@ -17,6 +17,9 @@ from PIL import Image
 from gan import data
 from tests.synthetic import block_digits, idx_bytes, write, write_idx_arrays
 
+# Left out of the quick loop (`pytest -m "not slow"`): runs of the command-line tools.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One XLA compilation cache for every CLI run of the session: the programs the
 # runs share (train step at batch 10, sampling) compile once.

@@ -18,6 +18,9 @@ from gan.models import NOISE_DIM, Generator
 from gan.training import create_train_states, train_step_on_data
 from tests.synthetic import block_digits, write_idx_arrays
 
+# Left out of the quick loop (`pytest -m "not slow"`): training runs.
+pytestmark = pytest.mark.slow
+
 
 def reference_decay(d: float, t: int) -> float:
     """The documented warm-up, written out: min(d, (1 + t) / (10 + t))."""

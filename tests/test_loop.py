@@ -15,6 +15,9 @@ from gan import loop, weights
 from gan.config import Config, RunOptions
 from tests.synthetic import block_digits, write_idx_arrays
 
+# Left out of the quick loop (`pytest -m "not slow"`): training runs.
+pytestmark = pytest.mark.slow
+
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path,
                                                                     monkeypatch):

@@ -19,6 +19,9 @@ from tests.parallel_check import compare
 from tests.synthetic import block_digits, write_idx_arrays
 from tests.test_cli import ROOT, SHARED_CACHE, one_line_error, run
 
+# Left out of the quick loop (`pytest -m "not slow"`): multi-device and multi-process runs.
+pytestmark = pytest.mark.slow
+
 LR = 2e-4
 
 

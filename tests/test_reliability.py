@@ -22,6 +22,9 @@ from gan.workdir import locked as workdir_lock
 from tests.synthetic import block_digits, write_idx_arrays
 from tests.test_cli import ROOT, SHARED_CACHE, one_line_error, run
 
+# Left out of the quick loop (`pytest -m "not slow"`): training runs and subprocesses.
+pytestmark = pytest.mark.slow
+
 CONFIG = Config(batch_size=10)
 
 

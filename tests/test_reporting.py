@@ -13,6 +13,9 @@ from gan import loop
 from gan.config import Config, RunOptions
 from tests.synthetic import block_digits, write_idx_arrays
 
+# Left out of the quick loop (`pytest -m "not slow"`): training runs.
+pytestmark = pytest.mark.slow
+
 # 60 digits at batch 10: 6 steps per epoch; log every 4 steps.
 CONFIG = Config(batch_size=10, epochs=2)
 # metrics.jsonl field -> its TensorBoard tag (written out, not imported).

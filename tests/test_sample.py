@@ -16,6 +16,9 @@ from gan import classifier, images, weights
 from gan.digit_writer import DigitWriter
 from tests.test_cli import ROOT, SHARED_CACHE, one_line_error
 
+# Left out of the quick loop (`pytest -m "not slow"`): runs of sample.py.
+pytestmark = pytest.mark.slow
+
 
 def sample(cwd, *args):
     env = dict(os.environ, GAN_COMPILE_CACHE=SHARED_CACHE, JAX_PLATFORMS="cpu")

@@ -69,6 +69,7 @@ def assert_same_gradients(state, grads):
                                    atol=1e-4 * scale, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_step_updates_equal_separate_d_then_g_updates():
     """D's update uses G's old params; G's update uses D's new params; each
     update touches only its own network. Recomputed here with two separate D
@@ -123,6 +124,7 @@ def test_step_updates_equal_separate_d_then_g_updates():
         assert all(moved)
 
 
+@pytest.mark.slow
 def test_steps_in_one_call_equal_single_steps():
     """`train_steps_on_data` runs the steps that single calls run: same batches,
     keys, gradients and statistics. Three steps as calls of 2 and 1 (one program,
@@ -177,6 +179,7 @@ def test_steps_in_one_call_equal_single_steps():
                           g3.opt_state[0].mu["deconv3"]) < 3e-2
 
 
+@pytest.mark.slow
 def test_bfloat16_step_keeps_float32_state_and_close_losses():
     """`compute_dtype="bfloat16"` is mixed precision: after a step every
     parameter, optimizer moment and BatchNorm statistic is still float32, and
@@ -195,6 +198,7 @@ def test_bfloat16_step_keeps_float32_state_and_close_losses():
     assert not np.array_equal(losses["bfloat16"], losses["float32"])
 
 
+@pytest.mark.slow
 def test_generator_labels_the_step_draws_cover_all_ten_digits():
     """The seed's randint(0, 9) never drew a 9; the step asks G for all ten.
     Recorded from G's calls inside `train_step` on a batch of zeros: the first
@@ -246,6 +250,7 @@ def test_batch_stats_move_in_train_mode_only():
         assert all(moved) if train else not any(moved)
 
 
+@pytest.mark.slow
 def test_learning_gives_label_dependent_digits():
     """Two hundred steps on block digits (class = where the square is): the
     generator must put the square where each label asks. Ignoring the label

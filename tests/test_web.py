@@ -24,6 +24,9 @@ from gan import images, webapp
 from gan.digit_writer import DigitWriter
 from tests.test_cli import ROOT, SHARED_CACHE
 
+# Left out of the quick loop (`pytest -m "not slow"`): serves the page and drives a browser.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def writer():

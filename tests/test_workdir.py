@@ -15,6 +15,9 @@ from gan import loop
 from tests.test_cli import ROOT, SHARED_CACHE
 from tests.test_reliability import _train
 
+# Left out of the quick loop (`pytest -m "not slow"`): training runs.
+pytestmark = pytest.mark.slow
+
 
 def test_a_failure_half_way_through_set_up_releases_the_workdir(tmp_path, data_dir):
     """Once inside the workdir's set-up (a damaged log found after the lock is
