@@ -41,7 +41,28 @@ def learning_rate_schedule(config: Config) -> optax.Schedule:
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-    return optax.adam(learning_rate_schedule(config), b1=config.beta1)
+    """Adam on the decay schedule; one object per distinct setting (`_adam`)."""
+    return _adam(config.learning_rate, config.decay_steps, config.decay_rate,
+                 config.beta1)
+
+
+@functools.lru_cache(maxsize=None)
+def _adam(learning_rate: float, decay_steps: int, decay_rate: float, beta1: float
+          ) -> optax.GradientTransformation:
+    """The optimizer is static in a TrainState, so part of the jitted train
+    step's cache key, and optax builds new closures on every call: without one
+    object per setting, every run or restore in a process (the tests make many)
+    would trace and compile the step again."""
+    schedule = optax.exponential_decay(learning_rate, decay_steps, decay_rate,
+                                       staircase=True)
+    return optax.adam(schedule, b1=beta1)
+
+
+@functools.lru_cache(maxsize=None)
+def _networks(dtype: str) -> tuple[Generator, Discriminator]:
+    """One (G, D) per compute dtype: a state's `apply_fn` is static, part of the
+    train step's cache key, like its optimizer (`_adam`)."""
+    return Generator(dtype), Discriminator(dtype)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -59,11 +80,11 @@ def create_train_states(config: Config, key: jax.Array
     labels = jnp.zeros((1,), jnp.int32)
     images = jnp.zeros((1, 28, 28, 1), jnp.float32)
     states = []
-    dtype = config.compute_dtype
+    generator, discriminator = _networks(config.compute_dtype)
     # G's weights are averaged (gan.ema), D's are not.
     for module, k, inputs, decays in (
-            (Generator(dtype), g_key, (z, labels), config.ema_decays),
-            (Discriminator(dtype), d_key, (images, labels), ())):
+            (generator, g_key, (z, labels), config.ema_decays),
+            (discriminator, d_key, (images, labels), ())):
         variables = _init(module, k, *inputs)
         states.append(TrainState.create(
             apply_fn=module.apply, params=variables["params"],

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from gan import data
+from tests import conftest
 from tests.synthetic import block_digits, idx_bytes, write, write_idx_arrays
 
 # Left out of the quick loop (`pytest -m "not slow"`): runs of the command-line tools.
 pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# One XLA compilation cache for every CLI run of the session: the programs the
-# runs share (train step at batch 10, sampling) compile once.
-SHARED_CACHE = tempfile.mkdtemp(prefix="cdcgan-test-xla-")
-atexit.register(shutil.rmtree, SHARED_CACHE, True)
+# The run's XLA compilation cache (tests/conftest.py), shared by every process.
+SHARED_CACHE = os.environ[conftest.CACHE_ENV]
 
 
 def run(script, *args, cache=SHARED_CACHE):
@@ -193,7 +190,6 @@ def test_resumed_run_equals_straight_run(trained):
 
 @pytest.mark.parametrize("damage", ["truncate", "delete_config", "empty_dir"])
 def test_sample_damaged_checkpoint_is_one_line_error(trained, tmp_path, damage):
-    import shutil
 
     _, workdir, _, cache = trained
     broken = tmp_path / "broken"
