@@ -5,20 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import warnings
 
 import pytest
 
 from tests.synthetic import block_digits, write_idx_arrays
-
-# A failed Orbax restore (the tests make several on purpose) abandons its other
-# reads; their never-awaited coroutines reach Python's unraisable hook when
-# collected, often during a later test. The command-line tools drop exactly
-# these (`gan.cli.set_up_process`); the tests run the library directly.
-warnings.filterwarnings(
-    "ignore", message=r"Exception ignored in: <coroutine object "
-    r"(_read_array_index_and_device_put|.*orbax)", category=pytest.PytestUnraisableExceptionWarning)
-
 
 # One persistent XLA compilation cache for the whole run: both pytest-xdist
 # workers, the tests that call the library, and every train.py / sample.py
