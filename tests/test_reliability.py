@@ -419,10 +419,11 @@ def test_a_full_disk_while_logging_is_one_line_and_resumes(tmp_path, data_dir,
     assert _steps(workdir) == [1, 2, 3, 4, 5, 6]
 
 
-def test_a_full_disk_on_the_event_writer_thread_is_one_line(tmp_path, data_dir,
-                                                            monkeypatch):
-    """tensorboardX writes on its own thread: a failure there used to print a
-    traceback and leave the writer's queue to block training once full."""
+def test_a_full_disk_while_writing_events_is_one_line(tmp_path, data_dir,
+                                                      monkeypatch):
+    """The TensorBoard events are written on the training thread, so a failure
+    is one line where it happens (tensorboardX's own writer thread used to
+    print a traceback and leave its queue to block training once full)."""
     from tensorboardX import record_writer
     real_write, calls = record_writer.RecordWriter.write, []
 
