@@ -74,6 +74,9 @@ def check_args(args) -> tuple[str, str | None]:
         "number" if args.number is not None else "grid")
     if args.interpolate == "styles" and args.number is None:
         cli.fail("--interpolate styles needs --number, e.g. --number 2026")
+    if args.interpolate == "digits" and args.number is not None:
+        cli.fail("--interpolate digits morphs every digit into the next; --number "
+                 "is for --interpolate styles")
     if args.npz and mode == "interpolate":
         cli.fail("--npz is for --number and --digits, not --interpolate")
     if args.scale <= 0 or args.scale > 16:

@@ -118,9 +118,11 @@ def run_line(run: Run) -> str:
     kind = mesh.devices.flat[0].platform
     processes = jax.process_count()
     start = (f"resuming from step {run.start_step}" if run.start_step else "fresh start")
+    steps = (f"steps {run.start_step + 1}-{run.stop}" if run.stop > run.start_step
+             else f"no steps left (at step {run.start_step})")
     return (f"training on {mesh.size} {kind} device{'s' * (mesh.size > 1)}, "
             f"{processes} process{'es' * (processes > 1)}: batch {batch_size} "
-            f"({batch_size // mesh.size} per device), steps {run.start_step + 1}-"
-            f"{run.stop} of {run.total} ({run.steps_per_epoch} per epoch), {start}")
+            f"({batch_size // mesh.size} per device), {steps} of {run.total} "
+            f"({run.steps_per_epoch} per epoch), {start}")
 
 

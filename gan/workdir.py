@@ -11,6 +11,7 @@ path, a failure half-way through entering included.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -73,13 +74,24 @@ class Workdir:
 
 def _make_folder(path: str, primary: bool) -> None:
     if os.path.lexists(path) and not os.path.isdir(path):
-        what = "a dangling link" if os.path.islink(path) else "a file"
-        raise TrainError(f"`workdir` {path} is {what}, not a folder")
+        raise TrainError(f"`workdir` {path} is {_what_is(path)}, not a folder")
     if primary:
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
             raise TrainError(f"cannot write to workdir {path}: {one_line(e)}") from None
+
+
+def _what_is(path: str) -> str:
+    """What a path that is not a folder is: "a file", "a link to a file", "a
+    dangling link", "a link loop" or "not a regular file"."""
+    if not os.path.islink(path):
+        return "a file" if os.path.isfile(path) else "not a regular file"
+    try:
+        os.stat(path)
+    except OSError as e:
+        return "a link loop" if e.errno == errno.ELOOP else "a dangling link"
+    return "a link to a file" if os.path.isfile(path) else "a link to something else"
 
 
 @contextlib.contextmanager

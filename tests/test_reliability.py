@@ -171,13 +171,19 @@ def test_paths_with_a_tilde_are_expanded():
         f"{home}/w", f"{home}/d", f"{home}/c.msgpack")
 
 
-@pytest.mark.parametrize("kind", ["file", "dangling link"])
+@pytest.mark.parametrize("kind", ["file", "dangling link", "link to a file",
+                                  "link loop"])
 def test_a_workdir_that_is_not_a_folder_is_named(tmp_path, data_dir, kind):
     workdir = tmp_path / "run"
     if kind == "file":
         workdir.write_text("x")
-    else:
+    elif kind == "dangling link":
         workdir.symlink_to(tmp_path / "nowhere")
+    elif kind == "link to a file":
+        (tmp_path / "file").write_text("x")
+        workdir.symlink_to(tmp_path / "file")
+    else:
+        workdir.symlink_to(workdir)
     with pytest.raises(loop.TrainError, match=f"is a {kind}, not a folder"):
         _train(workdir, data_dir, 1)
 
@@ -208,6 +214,8 @@ def test_a_finished_run_started_again_says_so(tmp_path, data_dir):
                  "--batch-size", 10, "--log-every", 1, "--max-steps", 2)
     assert result.returncode == 0, result.stderr
     assert "nothing to train" in result.stdout and "nan" not in result.stdout
+    # The start line does not count backwards ("steps 3-2").
+    assert "no steps left (at step 2) of 180" in result.stderr, result.stderr
 
 
 # ---------------------------------------------------------------------------

@@ -101,6 +101,7 @@ def test_verified_number_is_read_right_by_the_classifier(tmp_path):
     (["--number", "26", "--styles", 0], "--styles must be between 1 and 64"),
     (["--number", "26", "--out", "x.jpg"], "must end in .png"),
     (["--interpolate", "styles"], "needs --number"),
+    (["--interpolate", "digits", "--number", "2026"], "--number is for --interpolate styles"),
     (["--interpolate", "digits", "--out", "m.png"], "must end in .gif"),
     (["--interpolate", "digits", "--npz", "m.npz"], "not --interpolate"),
     (["--digits", "12a"], "--digits must be digits"),
