@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import resource
 import signal
 import sys
@@ -25,9 +26,6 @@ from gan.run_setup import Run, load, make_scorer, run_line, set_up
 from gan.training import (TrainState, learning_rate_schedule, train_step_on_data,
                           train_steps_on_data)
 from gan.workdir import Workdir
-
-__all__ = ["TrainError", "Interrupted", "FitResult", "train_and_evaluate"]
-
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped training; `saved_step` is the step of the
@@ -69,6 +67,7 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
         with Reporting(options.workdir, config, run.start_step, run.stop,
                        run.steps_per_epoch, learning_rate_schedule(config),
                        options.progress) as reporting:
+            redo_interrupted_outputs(workdir, reporting, g_state, run)
             try:
                 while step < run.stop:
                     count = steps_in_next_call(step, run)
@@ -163,15 +162,45 @@ def save_checkpoint(workdir: Workdir, g_state: TrainState, d_state: TrainState,
     workdir.save(g_state, d_state, run.key)
     if not parallel.is_primary():
         return None
+    return save_generator(workdir, g_state, int(d_state.step), run)
+
+
+def save_generator(workdir: Workdir, g_state: TrainState, step: int, run: Run
+                   ) -> dict[str, Any]:
+    """Writes generator.msgpack (G's sampling variables, `gan.ema`) and
+    returns those variables."""
     variables = ema.sampling_variables(_on_host(g_state, averages=1),
                                        run.config.ema_batch_stats)
-    path = f"{workdir.path}/{weights.GENERATOR_FILE}"
+    path = os.path.join(workdir.path, weights.GENERATOR_FILE)
     try:
-        weights.save(path, variables, int(d_state.step), run.config,
-                     averaged=bool(g_state.ema))
+        weights.save(path, variables, step, run.config, averaged=bool(g_state.ema))
     except OSError as e:
         raise TrainError(f"cannot write {path}: {one_line(e)}") from None
     return variables
+
+
+def redo_interrupted_outputs(workdir: Workdir, reporting: Reporting,
+                             g_state: TrainState, run: Run) -> None:
+    """Writes what a stop during the restored step's outputs left unwritten.
+
+    A checkpoint is saved before generator.msgpack and the epoch pictures; a
+    run stopped between the two resumes after that step, so without this its
+    generator.msgpack would stay one checkpoint behind, and an epoch end would
+    lose its grid, its GIF frame and its TensorBoard image for good.
+    """
+    step = run.start_step
+    if not step or not parallel.is_primary():
+        return
+    epoch, into_epoch = divmod(step, run.steps_per_epoch)
+    if weights.saved_step(os.path.join(workdir.path, weights.GENERATOR_FILE)) != step:
+        variables = save_generator(workdir, g_state, step, run)
+    elif not into_epoch and not reporting.has_grid_image(step):
+        variables = ema.sampling_variables(_on_host(g_state, averages=1),
+                                           run.config.ema_batch_stats)
+    else:
+        return
+    if not into_epoch:
+        reporting.write_outputs(step, epoch, variables, run.grid_inputs)
 
 
 def stop_on_interrupt(pending: PendingMetrics, reporting: Reporting,

@@ -12,6 +12,7 @@ TensorBoard through TensorFlow, which the training process does not import.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -129,6 +130,10 @@ class Reporting:
     def _path(self, name: str) -> str:
         return os.path.join(self.workdir, name)
 
+    def frame_path(self, epoch: int) -> str:
+        """`grids/epoch_NNN.png`: the grid of an epoch's end."""
+        return os.path.join(self.workdir, GRID_DIR, f"epoch_{epoch:03d}.png")
+
     def _writing(self, what: str, write: Any, *args: Any) -> Any:
         """`write(*args)`, an OSError (a full disk) turned into one line."""
         try:
@@ -176,22 +181,38 @@ class Reporting:
     def write_outputs(self, step: int, epoch: int | None, variables: Any,
                       grid_inputs: tuple[np.ndarray, np.ndarray]) -> None:
         """grid.png (and at an epoch end its frame in grids/, progress.gif and
-        the TensorBoard image) from G's `variables`; losses.png from the log."""
+        the TensorBoard image) from G's `variables`; losses.png from the log.
+        The TensorBoard image comes last: its presence says an epoch end's
+        outputs are complete (`has_grid_image`)."""
         if not self.primary:
             return
         grid = sampling.generate_uint8(variables, *grid_inputs)
         self._writing(GRID_FILE, images.save_grid, self._path(GRID_FILE), grid, 10, 10,
                       GRID_SCALE)
         if epoch is not None:
-            frame = os.path.join(self.workdir, GRID_DIR, f"epoch_{epoch:03d}.png")
+            frame = self.frame_path(epoch)
             self._writing(GRID_DIR, os.makedirs, os.path.dirname(frame), 0o777, True)
             self._writing(frame, images.save_grid, frame, grid, 10, 10, GRID_SCALE)
             self._writing(GIF_FILE, images.save_gif, grid_frames(self.workdir),
                           self._path(GIF_FILE))
-            self._writing("TensorBoard events", self._events.image, step,
-                          np.asarray(images.grid_image(grid, 10, 10)))
         self._writing(CURVE_FILE, run_log.plot_losses, self._path(METRICS_FILE),
                       self._path(CURVE_FILE))
+        if epoch is not None:
+            self._writing("TensorBoard events", self._events.image, step,
+                          np.asarray(images.grid_image(grid, 10, 10)))
+
+    def has_grid_image(self, step: int) -> bool:
+        """Whether an earlier process of the run wrote the TensorBoard grid of
+        `step`, the last of an epoch end's outputs (read with TensorBoard's
+        own event reader; the files hold a few KB per log point)."""
+        from tensorboard.backend.event_processing.event_file_loader import (  # noqa: PLC0415
+            EventFileLoader)
+        for path in glob.glob(os.path.join(self.workdir, "events.out.tfevents.*")):
+            for event in EventFileLoader(path).Load():
+                if event.step == step and any(
+                        value.tag == GRID_TAG for value in event.summary.value):
+                    return True
+        return False
 
 
 def _append(log: Any, lines: list[str]) -> None:

@@ -96,6 +96,16 @@ def read_file(path: str) -> GeneratorWeights:
     return GeneratorWeights(variables, step, config, averaged)
 
 
+def saved_step(path: str) -> int | None:
+    """The step a generator file was saved at, None when it is missing or
+    unreadable (read without checking the weights)."""
+    try:
+        with open(path, "rb") as f:
+            return int(serialization.msgpack_restore(f.read())["step"])
+    except Exception:  # noqa: BLE001 - missing, cut short, or not ours: unknown
+        return None
+
+
 def load(path: str | None = None, raw: bool = False) -> GeneratorWeights:
     """The weights to sample: from a generator file, from a train.py workdir
     (its newest checkpoint), or, with no `path`, the shipped generator.

@@ -474,3 +474,43 @@ def test_a_real_full_disk_keeps_the_last_checkpoint_and_resumes(tmp_path, data_d
         assert _steps(disk / "run") == [1, 2, 3, 4]
     finally:
         subprocess.run(["umount", "-l", str(disk)])
+
+
+@pytest.mark.parametrize("stopped_in", ["generator.msgpack", "epoch_001.png",
+                                        "progress.gif"])
+def test_a_stop_during_epoch_end_outputs_loses_nothing(tmp_path, data_dir,
+                                                       monkeypatch, stopped_in):
+    """Ctrl-C while writing the epoch-end outputs of step 6: the checkpoint of
+    step 6 is saved first, so the run resumes after it; the outputs it missed
+    are written on resume, and the finished run's files equal a straight run's."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from gan import files
+    real_write = files.write_atomically
+
+    def interrupted(path, write):
+        if os.path.basename(path) == stopped_in:
+            raise KeyboardInterrupt
+        return real_write(path, write)
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    _train(straight, data_dir, 12)
+    monkeypatch.setattr(files, "write_atomically", interrupted)
+    with pytest.raises(loop.Interrupted):
+        _train(stopped, data_dir, 12)
+    monkeypatch.undo()
+    assert _train(stopped, data_dir, 12).steps_run == 6     # resumed after step 6
+
+    def listing(root):
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                      if "checkpoints" not in p.parts and "events" not in p.name)
+    assert listing(stopped) == listing(straight)
+    for name in ("grids/epoch_001.png", "grids/epoch_002.png", "grid.png",
+                 "progress.gif"):
+        assert (stopped / name).read_bytes() == (straight / name).read_bytes(), name
+    assert (weights.read_file(str(stopped / "generator.msgpack")).step == 12)
+    for root in (straight, stopped):
+        events = event_accumulator.EventAccumulator(
+            str(root), size_guidance={event_accumulator.IMAGES: 0})
+        events.Reload()
+        assert [e.step for e in events.Images(reporting.GRID_TAG)] == [6, 12], root
