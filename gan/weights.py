@@ -116,6 +116,9 @@ def load(path: str | None = None, raw: bool = False) -> GeneratorWeights:
     Raises:
       CheckpointError: also when `raw` is asked of a file holding the average.
     """
+    if path == "":
+        raise CheckpointError("an empty path names no weights; leave it out for the "
+                              "shipped generator")
     path = os.path.expanduser(SHIPPED if path is None else path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path} does not exist")

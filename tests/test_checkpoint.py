@@ -87,3 +87,10 @@ def test_damaged_or_foreign_generator_weights_are_refused(tmp_path):
         weights.load(str(path))
     with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
         weights.load(str(tmp_path / "missing.msgpack"))
+
+
+def test_an_empty_path_is_not_the_shipped_generator():
+    """None means the shipped generator; "" is a mistake, not a default."""
+    with pytest.raises(checkpoint.CheckpointError, match="empty path"):
+        weights.load("")
+    assert weights.load(None).step == weights.read_file(weights.SHIPPED).step
