@@ -128,12 +128,10 @@ def dispatch(g_state: TrainState, d_state: TrainState, run: Run, count: int
                                max_steps=most, mesh=run.mesh)
 
 
-def scored(scorer: Any, g_state: TrainState, config: Config
-           ) -> tuple[dict[str, float], float]:
+def scored(scorer: Any, g_state: TrainState, config: Config) -> tuple[dict, float]:
     """The `eval_every` scores of G and its averages, and the seconds taken."""
     t_eval = time.perf_counter()
-    scores = scorer(_on_host(g_state), config)
-    return scores, time.perf_counter() - t_eval
+    return scorer(_on_host(g_state), config), time.perf_counter() - t_eval
 
 
 def log_pending(pending: PendingMetrics, reporting: Reporting) -> None:
@@ -155,6 +153,12 @@ def _on_host(g_state: TrainState, averages: int | None = None) -> TrainState:
     return parallel.to_host(g_state.replace(opt_state=None, ema=g_state.ema[:averages]))
 
 
+def sampling_variables(g_state: TrainState, run: Run) -> dict[str, Any]:
+    """What grids and generator.msgpack sample with (`gan.ema`), on this host."""
+    return ema.sampling_variables(_on_host(g_state, averages=1),
+                                  run.config.ema_batch_stats)
+
+
 def save_checkpoint(workdir: Workdir, g_state: TrainState, d_state: TrainState,
                     run: Run) -> dict[str, Any] | None:
     """Saves a checkpoint (every process takes part) and, on process 0,
@@ -167,10 +171,8 @@ def save_checkpoint(workdir: Workdir, g_state: TrainState, d_state: TrainState,
 
 def save_generator(workdir: Workdir, g_state: TrainState, step: int, run: Run
                    ) -> dict[str, Any]:
-    """Writes generator.msgpack (G's sampling variables, `gan.ema`) and
-    returns those variables."""
-    variables = ema.sampling_variables(_on_host(g_state, averages=1),
-                                       run.config.ema_batch_stats)
+    """Writes generator.msgpack (`sampling_variables`) and returns what it holds."""
+    variables = sampling_variables(g_state, run)
     path = os.path.join(workdir.path, weights.GENERATOR_FILE)
     try:
         weights.save(path, variables, step, run.config, averaged=bool(g_state.ema))
@@ -195,8 +197,7 @@ def redo_interrupted_outputs(workdir: Workdir, reporting: Reporting,
     if weights.saved_step(os.path.join(workdir.path, weights.GENERATOR_FILE)) != step:
         variables = save_generator(workdir, g_state, step, run)
     elif not into_epoch and not reporting.has_grid_image(step):
-        variables = ema.sampling_variables(_on_host(g_state, averages=1),
-                                           run.config.ema_batch_stats)
+        variables = sampling_variables(g_state, run)
     else:
         return
     if not into_epoch:

@@ -17,9 +17,10 @@ import json
 import math
 import os
 import re
+import struct
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -203,16 +204,11 @@ class Reporting:
 
     def has_grid_image(self, step: int) -> bool:
         """Whether an earlier process of the run wrote the TensorBoard grid of
-        `step`, the last of an epoch end's outputs (read with TensorBoard's
-        own event reader; the files hold a few KB per log point)."""
-        from tensorboard.backend.event_processing.event_file_loader import (  # noqa: PLC0415
-            EventFileLoader)
-        for path in glob.glob(os.path.join(self.workdir, "events.out.tfevents.*")):
-            for event in EventFileLoader(path).Load():
-                if event.step == step and any(
-                        value.tag == GRID_TAG for value in event.summary.value):
-                    return True
-        return False
+        `step`, the last of an epoch end's outputs (the files hold a few KB per
+        log point)."""
+        return any(event.step == step and any(v.tag == GRID_TAG for v in event.summary.value)
+                   for path in glob.glob(os.path.join(self.workdir, "events.out.tfevents.*"))
+                   for event in _read_events(path))
 
 
 def _append(log: Any, lines: list[str]) -> None:
@@ -228,6 +224,22 @@ def _quality_line(epoch: int, logged: dict[str, float]) -> str:
         line += (f" (EMA: {100 * logged['cond_acc_ema']:.1f}%, "
                  f"{logged['fd_ratio_ema']:.2f})")
     return line
+
+
+def _read_events(path: str) -> Iterator[Event]:
+    """The events of a file `EventsWriter` wrote: TFRecords of [length: u64,
+    its CRC: u32, the Event, its CRC: u32] (CRCs not checked). TensorBoard's
+    own reader would import TensorFlow into the training process; a record
+    cut short by a kill ends the reading."""
+    with open(path, "rb") as f:
+        data = f.read()
+    at = 0
+    while at + 12 <= len(data):
+        (length,) = struct.unpack_from("<Q", data, at)
+        if at + 16 + length > len(data):
+            return
+        yield Event.FromString(data[at + 12:at + 12 + length])
+        at += 16 + length
 
 
 class _EventFile:
