@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 from gan import cli
 from gan.config import Config, RunOptions
@@ -28,11 +29,24 @@ def parse_args(argv: list[str] | None) -> tuple[Config, RunOptions]:
     return cli.settings(args, Config), cli.settings(args, RunOptions)
 
 
-def _stop(signum, frame):
-    raise KeyboardInterrupt
+# Set by Ctrl-C and SIGTERM. The handlers only record the request, and the
+# training loop acts on it at the next step boundary: an exception raised from a
+# handler could strike inside a callback that swallows it (JAX's garbage
+# collector hook did, and the run went on to the end).
+STOP = threading.Event()
+
+
+def _request_stop(signum, frame):
+    STOP.set()
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C and SIGTERM (also in background jobs, where shells ignore SIGINT)
+    # stop training after saving a checkpoint. Set first: the imports below take
+    # seconds. (Before this line, a few hundred ms after start, nothing has been
+    # written, and the signals end the process as Python's defaults do.)
+    signal.signal(signal.SIGINT, _request_stop)
+    signal.signal(signal.SIGTERM, _request_stop)
     try:
         return _main(argv)
     except KeyboardInterrupt as e:
@@ -48,10 +62,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     config, options = parse_args(argv)
-    # Ctrl-C and SIGTERM (also in background jobs, where shells ignore SIGINT)
-    # stop training after saving a checkpoint.
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
     cli.set_up_process()
     cli.check_xla_flags()
     cli.enable_compile_cache()
@@ -60,8 +70,8 @@ def _main(argv: list[str] | None) -> int:
     from gan.errors import CheckpointError, TrainError
     try:
         parallel.initialize(options.coordinator, options.num_processes,
-                            options.process_id, options.coordinator_timeout)
-        result = loop.train_and_evaluate(config, options)
+                            options.process_id, options.coordinator_timeout, STOP)
+        result = loop.train_and_evaluate(config, options, STOP)
     except parallel.JoinInterrupted as e:
         # At once (os._exit): JAX's thread waiting for the coordinator cannot
         # be joined, so a normal exit would hang on it.

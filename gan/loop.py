@@ -47,16 +47,25 @@ class FitResult:
     last_metrics: dict[str, float]
 
 
-def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
+def train_and_evaluate(config: Config, options: RunOptions,
+                       stop: threading.Event | None = None) -> FitResult:
     """Trains (or resumes) the run in `options.workdir` up to `config.epochs`:
     losses in `metrics.jsonl` and TensorBoard, pictures at epoch ends
     (`gan.reporting`), checkpoints and `generator.msgpack` at epoch ends,
     every `checkpoint_every` steps and when stopping (`gan.workdir`).
 
+    Args:
+      stop: set it (from a signal handler, another thread) to stop at the next
+        step boundary after saving; train.py's SIGINT and SIGTERM handlers do
+        only this. A KeyboardInterrupt (Ctrl-C with Python's own handler) stops
+        the run the same way, unless it strikes inside a callback that swallows
+        it (a garbage-collector hook, say): the event is the sure way.
+
     Raises:
       TrainError, data.DataError, CheckpointError: one-line problems.
-      Interrupted: on Ctrl-C or SIGTERM, after saving what ran.
+      Interrupted: `stop` was set or Ctrl-C pressed; what ran is saved.
     """
+    stop = stop or threading.Event()
     t_start, first_step_s = time.perf_counter(), float("nan")
     config, mesh, train_data, run_record = load(config, options)
     with Workdir(options.workdir, run_record, options.keep) as workdir:
@@ -68,8 +77,9 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
                        run.steps_per_epoch, learning_rate_schedule(config),
                        options.progress) as reporting:
             redo_interrupted_outputs(workdir, reporting, g_state, run)
+            interrupted = False
             try:
-                while step < run.stop:
+                while step < run.stop and not stop.is_set():
                     count = steps_in_next_call(step, run)
                     with signals_held():  # the call donates the states it is given
                         g_state, d_state, metrics = dispatch(g_state, d_state, run, count)
@@ -93,6 +103,8 @@ def train_and_evaluate(config: Config, options: RunOptions) -> FitResult:
                     elif at_checkpoint:
                         save_checkpoint(workdir, g_state, d_state, run)
             except KeyboardInterrupt:
+                interrupted = True
+            if interrupted or step < run.stop:  # a stop request, acted on here
                 stop_on_interrupt(pending, reporting, workdir, g_state, d_state, run)
     return FitResult(step, step - run.start_step, time.perf_counter() - reporting.t0,
                      first_step_s, peak_rss_mb(), reporting.last)
@@ -207,12 +219,13 @@ def redo_interrupted_outputs(workdir: Workdir, reporting: Reporting,
 def stop_on_interrupt(pending: PendingMetrics, reporting: Reporting,
                       workdir: Workdir, g_state: TrainState, d_state: TrainState,
                       run: Run) -> None:
-    """On Ctrl-C or SIGTERM: logs and saves every dispatched step (they all
-    complete), then raises Interrupted. Not in a multi-process run: a save
-    needs every process at the same step, and a signal reaches them at
-    different steps (or only one); the last periodic checkpoint is kept."""
+    """On a stop request: logs and saves every dispatched step (they all
+    complete), then raises Interrupted. Nothing is saved when no step ran, nor
+    in a multi-process run: a save needs every process at the same step, and a
+    signal reaches them at different steps (or only one); the last periodic
+    checkpoint is kept."""
     log_pending(pending, reporting)
-    if jax.process_count() > 1:
+    if jax.process_count() > 1 or int(d_state.step) == run.start_step:
         raise Interrupted(None) from None
     workdir.save(g_state, d_state, run.key)
     raise Interrupted(int(d_state.step)) from None

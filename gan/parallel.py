@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import jax
@@ -44,7 +45,8 @@ _JAX_TIMEOUT_MARGIN_S = 30
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, timeout: int = 120) -> None:
+               process_id: int | None = None, timeout: int = 120,
+               stop: threading.Event | None = None) -> None:
     """Joins a multi-process run (`jax.distributed.initialize`) when asked.
 
     With `coordinator` the three values come from the flags; without it, JAX
@@ -53,8 +55,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
     Raises:
       ParallelError: bad values, or not joined within `timeout` seconds.
-      JoinInterrupted: a KeyboardInterrupt (Ctrl-C, or SIGTERM as train.py
-        maps it) arrived while waiting.
+      JoinInterrupted: `stop` was set (train.py's SIGINT and SIGTERM handlers
+        set it) or a KeyboardInterrupt arrived while waiting.
     """
     if coordinator is None and num_processes is None and process_id is None:
         if not _cluster_environment():
@@ -78,13 +80,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                  if process_id == 0 else f"the coordinator at {coordinator}")
     # CPU devices of different processes talk through Gloo (GPUs use NCCL).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    _join(args, timeout, where)
+    _join(args, timeout, where, stop or threading.Event())
 
 
-def _join(args: dict[str, Any], timeout: int, where: str) -> None:
+def _join(args: dict[str, Any], timeout: int, where: str,
+          stop: threading.Event) -> None:
     """`jax.distributed.initialize(**args)` in a helper thread, so that the main
-    thread, waiting for it, still takes Ctrl-C and SIGTERM and keeps the
-    deadline. (JAX's wait blocks signals and ends the process with a C++ trace.)
+    thread, waiting for it, still sees a stop request and keeps the deadline.
+    (JAX's wait blocks signals and ends the process with a C++ trace.)
     The caller exits at once after a ParallelError (`cli.fail`), helper and all.
     """
     failure: list[Exception] = []
@@ -100,9 +103,13 @@ def _join(args: dict[str, Any], timeout: int, where: str) -> None:
     try:
         print(f"waiting up to {timeout} s for {where}", file=sys.stderr, flush=True)
         helper.start()
-        helper.join(timeout)
+        deadline = time.monotonic() + timeout
+        while helper.is_alive() and time.monotonic() < deadline and not stop.is_set():
+            helper.join(0.1)
         waiting = helper.is_alive()
     except KeyboardInterrupt:
+        stop.set()
+    if stop.is_set():
         raise JoinInterrupted(f"interrupted while waiting for {where}") from None
     if waiting:
         raise ParallelError(f"waited {timeout} s for {where} (`coordinator_timeout`); "

@@ -412,7 +412,13 @@ def test_evaluate_bad_input_is_one_line(trained, tmp_path, case, words):
     assert clf.read_bytes() == b"garbage"                # never overwritten
 
 
-def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
+def test_train_eval_every_logs_quality_beside_the_losses(tmp_path, monkeypatch,
+                                                        capfd):
+    """The loop in this process (the flags' way in is checked below), with 200
+    samples per score instead of 1,000: the test is about what is logged."""
+    import jax
+    from gan import classifier, loop, quality
+    from gan.config import Config, RunOptions
     data_dir = tmp_path / "mnist"
     data_dir.mkdir()
     write_idx_arrays(data_dir, *block_digits(30))
@@ -420,22 +426,20 @@ def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
     workdir = tmp_path / "run"
     # An untrained classifier is enough to exercise the logging (and saves the
     # run from training one; evaluate.py's test covers that).
-    import jax
-    from gan import classifier
     params = jax.jit(classifier.Classifier().init)(
         jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))["params"]
     classifier.save(str(tmp_path / "clf.msgpack"), params, 0.0)
-    result = run("train.py", "--workdir", workdir, "--data-dir", data_dir,
-                 "--batch-size", 10, "--epochs", 2, "--eval-every", 1,
-                 "--classifier", tmp_path / "clf.msgpack", "--ema-compare", 0.5,
-                 "--ema-decay", 0.999, "--ema-batch-stats", "recompute")
-    assert result.returncode == 0, result.stderr
+    monkeypatch.setattr(quality, "QUICK_SAMPLES", 200)
+    loop.train_and_evaluate(
+        Config(batch_size=10, epochs=2, ema_compare=(0.5,), ema_decay=0.999,
+               ema_batch_stats="recompute"),
+        RunOptions(workdir=str(workdir), data_dir=str(data_dir), eval_every=1,
+                   classifier=str(tmp_path / "clf.msgpack"), progress=False))
     records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
-    quality = [r for r in records if "cond_acc" in r]
-    assert [(r["step"], r["epoch"]) for r in quality] == [(3, 1), (6, 2)]
-    assert all(0 <= r["cond_acc"] <= 1 and r["fd_ratio"] > 0 for r in quality)
+    quality_rows = [r for r in records if "cond_acc" in r]
+    assert [(r["step"], r["epoch"]) for r in quality_rows] == [(3, 1), (6, 2)]
     # Raw G, the average as sampled, and each average in both BatchNorm modes.
-    for r in quality:
+    for r in quality_rows:
         assert r["eval_s"] > 0
         for name in ("", "_ema", "_ema0.999_recompute", "_ema0.999_average",
                      "_ema0.5_recompute", "_ema0.5_average"):
@@ -448,10 +452,19 @@ def test_train_eval_every_logs_quality_beside_the_losses(tmp_path):
     events.Reload()
     for name in ("cond_acc", "fd_ratio_ema", "cond_acc_ema0.5_average"):
         got = [(e.step, e.value) for e in events.Scalars("quality/" + name)]
-        assert got == [(r["step"], pytest.approx(r[name], rel=1e-6)) for r in quality]
-    assert "conditional accuracy" in result.stderr
+        assert got == [(r["step"], pytest.approx(r[name], rel=1e-6))
+                       for r in quality_rows]
+    assert "conditional accuracy" in capfd.readouterr().err
     with Image.open(workdir / "losses.png") as curve:
         assert curve.size[1] == 3 * 300                  # losses + two quality panels
+    # The flags reach the same settings (train.py turns them into these fields).
+    import train
+    config, options = train.parse_args([
+        "--workdir", str(workdir), "--eval-every", "1", "--classifier", "c.msgpack",
+        "--ema-compare", "0.5", "--ema-decay", "0.999", "--ema-batch-stats",
+        "recompute"])
+    assert (config.ema_compare, config.ema_decay, config.ema_batch_stats,
+            options.eval_every) == ((0.5,), 0.999, "recompute", 1)
     bad = run("train.py", "--workdir", tmp_path / "r2", "--data-dir", data_dir,
               "--eval-every", 0)
     assert "eval-every" in one_line_error(bad)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -104,10 +106,11 @@ def test_many_steps_per_call_log_and_save_as_single_steps(tmp_path, monkeypatch)
 
 
 def test_interrupt_during_a_step_saves_that_step(tmp_path, monkeypatch):
-    """SIGTERM (as Ctrl-C, with train.py's handler) arriving inside a step's
-    dispatch, after its states were donated, is held until the results are
-    stored: training stops with a checkpoint of that step and its log line.
-    (Unheld, the interrupt left only deleted arrays to save: a traceback.)"""
+    """A KeyboardInterrupt (Ctrl-C with Python's own handler, as when the loop
+    is called from Python) arriving inside a step's dispatch, after its states
+    were donated, is held until the results are stored: training stops with a
+    checkpoint of that step and its log line. (Unheld, the interrupt left only
+    deleted arrays to save: a traceback.)"""
     data_dir = tmp_path / "mnist"
     data_dir.mkdir()
     write_idx_arrays(data_dir, *block_digits(60))
@@ -136,3 +139,96 @@ def test_interrupt_during_a_step_saves_that_step(tmp_path, monkeypatch):
     assert os.listdir(workdir / "checkpoints") == ["3"]
     lines = (workdir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+
+
+# Where a stop request (train.py's SIGTERM handler, really raised) arrives, and
+# the checkpoint the stopped run must have saved: 60 digits in batches of 10 are
+# 6 steps per epoch; the runs go to step 8.
+STOP_MOMENTS = {
+    "loading the data": None,        # before any step: nothing new to save
+    "the first step's compile": 1,
+    "a step": 4,
+    "a garbage-collector callback": 4,
+    "the epoch-end checkpoint": 6,
+    "the epoch-end pictures": 6,
+}
+
+
+@pytest.fixture(scope="module")
+def stop_data(tmp_path_factory):
+    """The data, and generator.msgpack of a run straight to step 8."""
+    tmp = tmp_path_factory.mktemp("stops")
+    data_dir = tmp / "mnist"
+    data_dir.mkdir()
+    write_idx_arrays(data_dir, *block_digits(60))
+    _train_to_8(tmp / "straight", data_dir)
+    return data_dir, (tmp / "straight" / weights.GENERATOR_FILE).read_bytes()
+
+
+def _train_to_8(workdir, data_dir, stop=None):
+    return loop.train_and_evaluate(Config(batch_size=10), RunOptions(
+        workdir=str(workdir), data_dir=str(data_dir), max_steps=8, log_every=1,
+        progress=False), stop)
+
+
+@pytest.mark.parametrize("moment", list(STOP_MOMENTS))
+def test_a_stop_request_at_any_moment_stops_the_run_resumably(
+        tmp_path, monkeypatch, stop_data, moment):
+    """train.py's handlers only record the request; the loop stops at the next
+    step boundary, saves, and the resumed run ends as a straight one. (A handler
+    raising KeyboardInterrupt lost the request inside a garbage-collector
+    callback, which swallows exceptions, and the run trained to the end.)"""
+    import train
+    data_dir, straight_generator = stop_data
+    stop = threading.Event()
+    monkeypatch.setattr(train, "STOP", stop)
+    request = lambda: signal.raise_signal(signal.SIGTERM)  # noqa: E731
+    steps_dispatched = []
+
+    def patch(owner, name, at):
+        real = getattr(owner, name)
+
+        def patched(*args, **kwargs):
+            if at(args):
+                request()
+            return real(*args, **kwargs)
+        monkeypatch.setattr(owner, name, patched)
+
+    def from_gc_callback():
+        def callback(phase, info):
+            gc.callbacks.remove(callback)
+            request()                # the handler runs inside the callback
+        gc.callbacks.append(callback)
+        gc.collect()
+
+    # Counts dispatches after the moment's patch below has looked.
+    patch(loop, "dispatch", lambda args: steps_dispatched.append(1) and False)
+    first_dispatch = lambda args: not steps_dispatched  # noqa: E731
+    if moment == "loading the data":
+        patch(loop, "load", lambda args: True)
+    elif moment == "the first step's compile":
+        patch(loop, "dispatch", first_dispatch)
+    elif moment == "a step":
+        patch(loop, "dispatch", lambda args: int(args[1].step) == 3)
+    elif moment == "a garbage-collector callback":
+        # (Not inside a dispatch, where the loop holds signals itself.)
+        patch(loop, "steps_in_next_call", lambda args: args[0] == 3
+              and from_gc_callback() is None and False)
+    elif moment == "the epoch-end checkpoint":
+        patch(loop.Workdir, "save", lambda args: int(args[2].step) == 6)
+    else:
+        patch(loop.Reporting, "write_outputs", lambda args: args[1] == 6)
+    previous = signal.signal(signal.SIGTERM, train._request_stop)
+    try:
+        with pytest.raises(loop.Interrupted) as stopped:
+            _train_to_8(tmp_path / "run", data_dir, stop)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.saved_step == STOP_MOMENTS[moment]
+    monkeypatch.undo()
+    result = _train_to_8(tmp_path / "run", data_dir)
+    assert result.step == 8
+    steps = [json.loads(line)["step"]
+             for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))              # each step logged once
+    assert (tmp_path / "run" / weights.GENERATOR_FILE).read_bytes() == straight_generator

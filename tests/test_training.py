@@ -252,15 +252,16 @@ def test_batch_stats_move_in_train_mode_only():
 
 @pytest.mark.slow
 def test_learning_gives_label_dependent_digits():
-    """Two hundred steps on block digits (class = where the square is): the
-    generator must put the square where each label asks. Ignoring the label
-    would score ~10%."""
+    """150 steps on block digits (class = where the square is): the generator
+    must put the square where each label asks. Ignoring the label would score
+    ~10%. (The step size is twice the seed's, to learn in fewer steps: 0.94 at
+    step 150, as 1e-3 reaches at step 170.)"""
     images, labels = block_digits(640, seed=0)
-    config = Config(batch_size=16, learning_rate=1e-3)
+    config = Config(batch_size=16, learning_rate=2e-3)
     g, d = create_train_states(config, jax.random.key(0))
     images, labels = jnp.asarray(images), jnp.asarray(labels)
     key = jax.random.key(1)
-    for _ in range(200):                          # ~100% by step 175 when it works
+    for _ in range(150):
         g, d, metrics = train_step_on_data(g, d, images, labels, key,
                                            batch_size=config.batch_size)
     assert np.isfinite(float(metrics["d_loss"]))
