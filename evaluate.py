@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         if not args.json.lower().endswith(".json"):
             cli.fail(f"--json {args.json}: the name must end in .json")
-        cli.check_writable(args.json, "--json")
+        from gan.data import source_files  # noqa: PLC0415 - light, no JAX
+        cli.check_writable(args.json, "--json", reads=[
+            args.checkpoint, args.classifier, *source_files(args.data_dir)])
     cli.set_up_process()
     cli.check_xla_flags()
     cli.enable_compile_cache()

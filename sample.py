@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import io
-import os
 import sys
 
 from gan import cli
@@ -87,15 +86,11 @@ def check_args(args) -> tuple[str, str | None]:
         if not out.lower().endswith(suffix):
             cli.fail(f"--out {out}: this writes a {suffix[1:].upper()} file, so the "
                      f"name must end in {suffix}")
-        cli.check_writable(out, "--out")
+        cli.check_writable(out, "--out", reads=[args.checkpoint])
     if args.npz:
         if not args.npz.lower().endswith(".npz"):
             cli.fail(f"--npz {args.npz}: the name must end in .npz")
-        cli.check_writable(args.npz, "--npz")
-    for flag, path in (("--out", out), ("--npz", args.npz)):
-        if path and args.checkpoint and os.path.exists(path) and os.path.exists(
-                args.checkpoint) and os.path.samefile(path, args.checkpoint):
-            cli.fail(f"{flag} {path} is the --checkpoint file")
+        cli.check_writable(args.npz, "--npz", reads=[args.checkpoint])
     return mode, out
 
 

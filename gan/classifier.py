@@ -25,8 +25,7 @@ from gan.errors import one_line
 FEATURE_DIM = 128
 # The classifier shipped in weights/ (99.43% on the MNIST test set): what
 # evaluate.py, train.py --eval-every and sample.py --verify use unless told.
-SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "weights", "mnist_classifier.msgpack")
+SHIPPED = os.path.join(files.WEIGHTS_DIR, "mnist_classifier.msgpack")
 # Training recipe: reaches ~99.4% on the MNIST test split (see README).
 EPOCHS = 8
 BATCH_SIZE = 128

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import types
 import typing
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Sequence
 
 # Where compiled XLA programs are cached between runs (JAX's persistent cache).
 CACHE_ENV = "GAN_COMPILE_CACHE"
@@ -213,13 +213,15 @@ def check_xla_flags() -> None:
         fail(f"JAX does not start with XLA_FLAGS={flags!r}: {lines[-1].strip()}")
 
 
-def check_writable(path: str, flag: str) -> None:
-    """Fails (one line, exit 2) unless `path` can be created or replaced."""
+def check_writable(path: str, flag: str, reads: Sequence[str | None] = ()) -> None:
+    """Fails (one line, exit 2) unless `path` can be created or replaced: among
+    others, it must not be the shipped weights nor one of `reads` (files or
+    folders the command reads), by any name (`gan.files.overwrite_problem`)."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         fail(f"{flag} {path}: folder {folder} does not exist")
-    from gan.files import not_replaceable  # noqa: PLC0415 - light, no JAX
-    problem = not_replaceable(path)
+    from gan.files import not_replaceable, overwrite_problem  # noqa: PLC0415 - light
+    problem = not_replaceable(path) or overwrite_problem(path, reads)
     if problem:
         fail(f"{flag} {path} {problem}")
     if not os.access(folder, os.W_OK) or (os.path.exists(path)

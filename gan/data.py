@@ -49,6 +49,19 @@ def load_mnist(data_dir: str | None = None, split: str = "train",
     return load_tfds(data_dir, split, download=download, shard=shard)
 
 
+def source_files(data_dir: str | None) -> list[str]:
+    """What `load_mnist(data_dir)` reads, for outputs to keep clear of: the IDX
+    files there, or the TFDS copy of MNIST in it (`data_dir/mnist`); none for
+    TFDS's default place."""
+    if data_dir is None:
+        return []
+    data_dir = os.path.expanduser(data_dir)
+    idx = [_idx_path(data_dir, name) for s in SPLITS for name in idx_file_names(s)]
+    if any(idx):
+        return [p for p in idx if p]
+    return [os.path.join(data_dir, "mnist")]
+
+
 def fingerprint(labels: np.ndarray, count: int | None = None) -> dict[str, Any]:
     """What identifies a training set for resuming: its size and the SHA-256 of
     its labels in order (the images are not hashed: a different set or order of

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-from gan import ema, parallel, weights
+from gan import data, ema, parallel, weights
 from gan.config import Config, RunOptions
 from gan.errors import TrainError, one_line
 from gan.reporting import PendingMetrics, Reporting
@@ -68,7 +68,9 @@ def train_and_evaluate(config: Config, options: RunOptions,
     stop = stop or threading.Event()
     t_start, first_step_s = time.perf_counter(), float("nan")
     config, mesh, train_data, run_record = load(config, options)
-    with Workdir(options.workdir, run_record, options.keep) as workdir:
+    reads = [*data.source_files(options.data_dir),
+             options.classifier if options.eval_every else None]
+    with Workdir(options.workdir, run_record, options.keep, reads) as workdir:
         run, g_state, d_state = set_up(config, options, mesh, train_data, workdir.restored)
         scorer = make_scorer(options, train_data)
         say(run_line(run))

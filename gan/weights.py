@@ -23,8 +23,7 @@ from gan.models import NOISE_DIM, Generator
 # What each checkpoint of a run writes beside it (G's sampling variables).
 GENERATOR_FILE = "generator.msgpack"
 # The generator shipped with the repository (README, "Pretrained generator").
-SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "weights", GENERATOR_FILE)
+SHIPPED = os.path.join(files.WEIGHTS_DIR, GENERATOR_FILE)
 # Reads of a workdir a run is writing: a step listed may be deleted (`keep`)
 # before it is read; each attempt takes the newest step again.
 LIVE_RUN_ATTEMPTS = 10

@@ -16,7 +16,7 @@ import fcntl
 import json
 import os
 import sys
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import jax
 
@@ -36,13 +36,17 @@ class Workdir:
       path: the folder, made when missing.
       run_record: this run's record (`gan.record.make`).
       keep: checkpoints kept.
+      reads: files or folders the run reads (its data, its classifier): no
+        file of the run may be one of them, nor the shipped weights, by any
+        name (`gan.files.overwrite_problem`), since the run writes over its own.
 
     Attributes (once entered):
       restored: the newest good checkpoint, or None for a fresh run.
     """
 
-    def __init__(self, path: str, run_record: dict[str, Any], keep: int = 3):
-        self.path, self.record, self.keep = path, run_record, keep
+    def __init__(self, path: str, run_record: dict[str, Any], keep: int = 3,
+                 reads: Sequence[str | None] = ()):
+        self.path, self.record, self.keep, self.reads = path, run_record, keep, reads
         self.restored: checkpoint.Restored | None = None
         self._mngr: Any = None
         self._resources = contextlib.ExitStack()
@@ -52,6 +56,7 @@ class Workdir:
         with contextlib.ExitStack() as opened:  # closed again if a step fails
             _make_folder(self.path, primary)
             if primary:
+                _check_no_file_is_an_input(self.path, self.reads)
                 opened.enter_context(locked(self.path))
             _check_and_write_record(self.path, self.record, primary)
             self.restored = restore_newest_good(self.path)
@@ -80,6 +85,22 @@ def _make_folder(path: str, primary: bool) -> None:
             os.makedirs(path, exist_ok=True)
         except OSError as e:
             raise TrainError(f"cannot write to workdir {path}: {one_line(e)}") from None
+
+
+def _check_no_file_is_an_input(path: str, reads: Sequence[str | None]) -> None:
+    """Raises TrainError when a file the run would write (the workdir's own
+    files and its grids; a link or hard link put there, say) is the shipped
+    weights or a file the run reads. Checked before anything is written."""
+    for folder in (path, os.path.join(path, GRID_DIR)):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        for name in names:
+            problem = files.overwrite_problem(os.path.join(folder, name), reads)
+            if problem:
+                raise TrainError(f"`workdir` {path}: {os.path.join(folder, name)} "
+                                 f"{problem}; the run would write over it")
 
 
 def _what_is(path: str) -> str:

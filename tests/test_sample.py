@@ -4,7 +4,6 @@ morph GIFs, verified digits, and its one-line refusals."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan import classifier, images, weights
+from gan import classifier, images
 from gan.digit_writer import DigitWriter
 from tests.test_cli import ROOT, SHARED_CACHE, one_line_error
 
@@ -113,16 +112,3 @@ def test_bad_requests_are_one_line_and_write_nothing(tmp_path, args, words):
     assert words in one_line_error(result)
     assert os.listdir(tmp_path) == []
 
-
-def test_out_onto_the_checkpoint_is_refused(tmp_path):
-    generator = tmp_path / "g.msgpack"
-    shutil.copy(weights.SHIPPED, generator)
-    before = generator.read_bytes()
-    result = sample(tmp_path, "--checkpoint", generator, "--number", "1",
-                    "--out", generator.with_suffix(".msgpack.png"))
-    assert result.returncode == 0, result.stderr
-    os.symlink(generator, tmp_path / "link.png")
-    refused = sample(tmp_path, "--checkpoint", generator, "--number", "1",
-                     "--out", "link.png")
-    assert "is the --checkpoint file" in one_line_error(refused)
-    assert generator.read_bytes() == before
