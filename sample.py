@@ -80,6 +80,18 @@ def check_args(args) -> tuple[str, str | None]:
         cli.fail("--npz is for --number and --digits, not --interpolate")
     if args.scale <= 0 or args.scale > 16:
         cli.fail(f"--scale must be between 1 and 16, got {args.scale}")
+    # The Python API's rules and messages (gan.limits), checked before JAX loads.
+    from gan import limits  # noqa: PLC0415 - light
+    try:
+        if args.number is not None:
+            limits.check_number(args.number)
+        limits.check_count("styles", args.styles, limits.MAX_STYLES)
+        if mode == "grid":
+            limits.check_digits(args.digits)
+            limits.check_count("per_digit", args.per_digit, limits.MAX_IMAGES)
+            limits.check_work(len(args.digits) * args.per_digit)
+    except limits.WriterError as e:
+        cli.fail(str(e))
     out = args.out or (None if args.npz else DEFAULT_OUT[mode])
     suffix = ".gif" if mode == "interpolate" else ".png"
     if out is not None:

@@ -34,7 +34,7 @@ MAX_SHIFT = 2  # pixels of random translation, each axis
 EVAL_CHUNK = 1000
 
 
-class ClassifierError(Exception):
+class ClassifierError(ValueError):
     """A classifier file that cannot be used; the message is one line."""
 
 

@@ -82,11 +82,12 @@ class _OrbaxNoise:
 
 
 def seed(text: str) -> int:
-    """argparse type for seeds: an integer in [0, 2**32)."""
-    value = int(text)
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"seed must be in 0..{2**32 - 1}, got {value}")
-    return value
+    """argparse type for seeds: an integer in [0, 2**32) (`gan.limits`)."""
+    from gan import limits  # noqa: PLC0415 - light, no JAX
+    try:
+        return limits.check_seed(int(text))
+    except limits.WriterError as e:
+        raise argparse.ArgumentTypeError(as_flags(str(e))) from None
 
 
 def comma_list(kind: type) -> Any:

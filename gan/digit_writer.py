@@ -7,6 +7,8 @@ app.py.
     grid = writer.grid("0123456789", per_digit=10)  # uint8 [10, 10, 28, 28]
 
 Everything random follows from `seed`: the same call gives the same pixels.
+Every argument is checked (`gan.limits`, the rules sample.py and the web page
+share): a bad one is a one-line `WriterError` (a ValueError).
 """
 
 from __future__ import annotations
@@ -19,15 +21,12 @@ import numpy as np
 
 from gan import sampling, weights
 from gan.data import NUM_CLASSES
+# The request rules (shared with sample.py and the web page), re-exported here.
+from gan.limits import (MAX_FRAMES, MAX_IMAGES, MAX_NUMBER, MAX_STYLES,  # noqa: F401
+                        WriterError, check_count, check_digits, check_flag,
+                        check_number, check_seed, check_work)
 from gan.models import NOISE_DIM
 
-# Longest number `number` writes (characters, spaces included).
-MAX_NUMBER = 64
-# Most digits one request draws (grids): ~0.4 MB of activations each per chunk,
-# so a typo cannot exhaust memory.
-MAX_IMAGES = 1_000_000
-# Most handwriting lines (or grid columns) per request.
-MAX_STYLES = 64
 # A verified digit must be read as itself with at least this probability.
 MIN_CONFIDENCE = 0.9
 # Fresh draws a line (or digit) gets before its last draw is kept as it is.
@@ -35,10 +34,6 @@ MAX_REDRAWS = 20
 
 # (images uint8 [N, 28, 28]) -> (digit read [N], its probability [N]).
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-class WriterError(ValueError):
-    """A request no writer can fill (bad text, counts); the message is one line."""
 
 
 @dataclasses.dataclass
@@ -57,25 +52,6 @@ class Number:
         return {"images": self.images[:, positions].reshape(-1, 28, 28),
                 "labels": np.tile(digits, len(self.images)),
                 "line": lines, "position": np.tile(positions, len(self.images))}
-
-
-def check_number(text: str) -> None:
-    """Raises WriterError unless `text` is 1..MAX_NUMBER digits and spaces."""
-    if not text.strip():
-        raise WriterError("write at least one digit, like 2026")
-    if len(text) > MAX_NUMBER:
-        raise WriterError(f"numbers have at most {MAX_NUMBER} characters, got "
-                          f"{len(text)}")
-    bad = sorted({c for c in text if c not in "0123456789 "})
-    if bad:
-        raise WriterError("only digits 0-9 and spaces can be written, not "
-                          + " ".join(repr(c) for c in bad))
-
-
-def check_count(name: str, value: int, most: int) -> None:
-    """Raises WriterError unless the setting `name` is in 1..most."""
-    if not 1 <= value <= most:
-        raise WriterError(f"`{name}` must be between 1 and {most}, got {value}")
 
 
 def classifier_reader(params: Any) -> Reader:
@@ -107,8 +83,14 @@ class DigitWriter:
     def load(cls, path: str | None = None, raw: bool = False,
              reader: Reader | None = None) -> DigitWriter:
         """From a generator file or a train.py workdir (default: the shipped
-        generator, `gan.weights.load`); raises CheckpointError with one line."""
-        generator = weights.load(path, raw=raw)
+        generator, `gan.weights.load`).
+
+        Raises:
+          CheckpointNotFoundError: nothing at `path` (a FileNotFoundError).
+          CheckpointError: an unreadable or unusable one (a ValueError).
+          WriterError: `raw` is not True or False.
+        """
+        generator = weights.load(path, raw=check_flag("raw", raw))
         return cls(generator.variables, reader, generator.step, generator.averaged)
 
     @property
@@ -132,13 +114,10 @@ class DigitWriter:
              verify: bool = False) -> tuple[np.ndarray, int]:
         """A row per digit, a column per noise vector (the same down a column):
         uint8 `[len(digits), per_digit, 28, 28]`, and the cells redrawn."""
-        if not digits or not set(digits) <= set("0123456789"):
-            raise WriterError(f"`digits` must be digits 0-9, like 2026; got {digits!r}")
-        if per_digit <= 0:
-            raise WriterError(f"`per_digit` must be positive, got {per_digit}")
-        if len(digits) * per_digit > MAX_IMAGES:
-            raise WriterError(f"{len(digits) * per_digit} images requested; the limit "
-                              f"is {MAX_IMAGES}")
+        digits = check_digits(digits)
+        per_digit = check_count("per_digit", per_digit, MAX_IMAGES)
+        seed, verify = check_seed(seed), check_flag("verify", verify)
+        check_work(len(digits) * per_digit)
         key = jax.random.key(seed)
         z, labels = sampling.digit_rows(key, [int(c) for c in digits], per_digit)
         images = self.draw(z, labels)
@@ -152,8 +131,8 @@ class DigitWriter:
                verify: bool = False) -> Number:
         """`text` (digits and spaces) written `styles` times, each line in one
         handwriting: the same noise vector for every digit of a line."""
-        check_number(text)
-        check_count("styles", styles, MAX_STYLES)
+        text, styles = check_number(text), check_count("styles", styles, MAX_STYLES)
+        seed, verify = check_seed(seed), check_flag("verify", verify)
         key = jax.random.key(seed)
         positions, digits = cells(text)
         labels = np.tile(digits, styles)
@@ -170,9 +149,10 @@ class DigitWriter:
         """`text` morphing through `styles` handwritings and back to the first:
         uint8 `[styles * frames_per_style, len(text), 28, 28]`, a frame per line,
         along great circles between the lines' noise vectors (`slerp`)."""
-        check_number(text)
-        check_count("styles", styles, MAX_STYLES)
-        check_count("frames_per_style", frames_per_style, 100)
+        text, styles = check_number(text), check_count("styles", styles, MAX_STYLES)
+        frames_per_style = check_count("frames_per_style", frames_per_style, MAX_FRAMES)
+        seed = check_seed(seed)
+        check_work(styles * frames_per_style * len(text.replace(" ", "")))
         noise = line_noise(jax.random.key(seed), styles)
         t = np.arange(frames_per_style) / frames_per_style
         path = np.concatenate([slerp(noise[i], noise[(i + 1) % styles], t)
@@ -187,8 +167,10 @@ class DigitWriter:
         """Each digit turning into the next, 0 to 1 to ... to 9 and back to 0, in
         `styles` handwritings: uint8 `[10 * frames_per_digit, styles, 28, 28]`.
         The label input moves in a straight line between one-hot vectors."""
-        check_count("styles", styles, MAX_STYLES)
-        check_count("frames_per_digit", frames_per_digit, 100)
+        styles = check_count("styles", styles, MAX_STYLES)
+        frames_per_digit = check_count("frames_per_digit", frames_per_digit, MAX_FRAMES)
+        seed = check_seed(seed)
+        check_work(NUM_CLASSES * frames_per_digit * styles)
         t = (np.arange(frames_per_digit) / frames_per_digit)[:, None]
         eye = np.eye(NUM_CLASSES, dtype=np.float32)
         vectors = np.concatenate([(1 - t) * eye[d] + t * eye[(d + 1) % NUM_CLASSES]

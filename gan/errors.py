@@ -21,6 +21,11 @@ class TrainError(Exception):
     """A run that cannot start or go on; the message is one line."""
 
 
-class CheckpointError(Exception):
-    """A missing, unreadable or incompatible checkpoint, run record or weights
-    file; the message is one line."""
+class CheckpointError(ValueError):
+    """An unreadable, damaged or incompatible checkpoint, run record or weights
+    file (a ValueError); the message is one line."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint or weights file that does not exist: a CheckpointError and
+    a FileNotFoundError, for callers that catch either."""

@@ -10,11 +10,14 @@ from typing import Any
 import numpy as np
 
 from gan import images
-from gan.digit_writer import MAX_STYLES, DigitWriter, WriterError
+from gan.digit_writer import DigitWriter
+from gan.limits import (MAX_SEED, WriterError, check_count, check_flag, check_number,
+                        check_seed)
 
 # Upscaling of the picture on the page and in the download.
 SCALE = 2
-# Handwritings the page offers (the API allows MAX_STYLES).
+# Most handwritings per request: the slider's end, and what `render` accepts
+# from any client (the Python API allows gan.limits.MAX_STYLES).
 PAGE_STYLES = 16
 EXAMPLE = "2026"
 
@@ -23,12 +26,10 @@ def render(writer: DigitWriter, text: str, styles: float, seed: float, verify: b
            folder: str) -> tuple[np.ndarray | None, str | None, str]:
     """(picture uint8 `[H, W]`, PNG path for the download, status line) for
     one request; bad input gives no picture and a message saying why."""
-    try:
-        seed_int = int(seed) if seed is not None else -1
-        if seed_int != seed or not 0 <= seed_int < 2**32:
-            raise WriterError(f"the seed must be a whole number from 0 to {2**32 - 1}")
-        styles_int = int(styles or 0)
-        number = writer.number(text or "", styles_int, seed_int, verify)
+    try:  # the API's rules (gan.limits): the widgets' values and any client's
+        text, seed_int = check_number(text), check_seed(seed)
+        styles_int = check_count("handwritings", styles, PAGE_STYLES)
+        number = writer.number(text, styles_int, seed_int, check_flag("verify", verify))
     except WriterError as e:
         return None, None, "⚠️ " + str(e).replace("`", "")
     picture = images.number_image(number.images, SCALE)
@@ -54,7 +55,10 @@ def build(writer: DigitWriter) -> Any:
         return picture, gr.DownloadButton(value=path, interactive=path is not None), status
 
     def new_handwriting(text, styles, seed, verify):
-        seed = (int(seed) + 1) % 2**32 if seed is not None and seed == int(seed) else 0
+        try:
+            seed = (check_seed(seed) + 1) % (MAX_SEED + 1)
+        except WriterError:  # a seed that was no seed: start again from 0
+            seed = 0
         return (seed, *write(text, styles, seed, verify))
 
     with gr.Blocks(title="cDCGAN: write a number") as page:
@@ -63,7 +67,7 @@ def build(writer: DigitWriter) -> Any:
         with gr.Row():
             text = gr.Textbox(EXAMPLE, label="Number (digits and spaces, up to 64)",
                               max_lines=1, elem_id="number")
-            styles = gr.Slider(1, min(PAGE_STYLES, MAX_STYLES), value=8, step=1,
+            styles = gr.Slider(1, PAGE_STYLES, value=8, step=1,
                                label="Handwritings", elem_id="styles")
             seed = gr.Number(0, label="Seed", precision=None, elem_id="seed")
         with gr.Row():

@@ -17,7 +17,7 @@ from flax import serialization
 
 from gan import checkpoint, checksum, ema, files, record
 from gan.config import Config
-from gan.errors import CheckpointError, one_line
+from gan.errors import CheckpointError, CheckpointNotFoundError, one_line
 from gan.models import NOISE_DIM, Generator
 
 # What each checkpoint of a run writes beside it (G's sampling variables).
@@ -73,6 +73,9 @@ def read_file(path: str) -> GeneratorWeights:
         variables, step = raw["variables"], int(raw["step"])
         config = record.config_of(json.loads(raw["config"]))
         averaged = raw.get("weights", "raw") == "ema"
+    except FileNotFoundError as e:  # removed since it was looked for
+        raise CheckpointNotFoundError(f"cannot read generator weights {path}: "
+                                      f"{one_line(e)}") from None
     except OSError as e:
         raise CheckpointError(f"cannot read generator weights {path}: "
                               f"{one_line(e)}") from None
@@ -113,14 +116,18 @@ def load(path: str | None = None, raw: bool = False) -> GeneratorWeights:
     with `raw` G's own weights. A file holds one or the other.
 
     Raises:
-      CheckpointError: also when `raw` is asked of a file holding the average.
+      CheckpointNotFoundError: nothing at `path` (also a FileNotFoundError).
+      CheckpointError: unreadable, damaged or another model's (a ValueError);
+        also when `raw` is asked of a file holding the average.
     """
     if path == "":
         raise CheckpointError("an empty path names no weights; leave it out for the "
                               "shipped generator")
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"a checkpoint path is text, got {path!r:.40}")
     path = os.path.expanduser(SHIPPED if path is None else path)
     if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointNotFoundError(f"checkpoint {path} does not exist")
     if os.path.isfile(path):
         weights = read_file(path)
         if raw and weights.averaged:

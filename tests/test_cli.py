@@ -114,7 +114,8 @@ def test_sample_writes_grid_and_npz(trained):
     (["--digits", "12a"], "digits"),
     (["--digits", ""], "digits"),
     (["--per-digit", "0"], "per-digit"),
-    (["--per-digit", "100000000"], "limit"),
+    (["--per-digit", "100000000"], "--per-digit must be a whole number between 1 and "
+                                   "10000"),
     (["--out", "/nonexistent-dir/x.png"], "does not exist"),
     (["--npz", "/nonexistent-dir/x.npz"], "does not exist"),
 ])
@@ -386,7 +387,7 @@ def test_evaluate_end_to_end_and_classifier_cache(trained, tmp_path):
 @pytest.mark.parametrize("case,words", [
     ("few_samples", "num-samples"),
     ("more_samples_than_digits", "exceeds the 50 training digits"),
-    ("negative_seed", "seed must be in"),
+    ("negative_seed", "--seed must be a whole number between 0 and"),
     ("json_dir_missing", "does not exist"),
     ("missing_checkpoint", "does not exist"),
     ("damaged_classifier", "not a classifier file"),

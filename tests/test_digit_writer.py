@@ -192,3 +192,67 @@ def test_digit_morph_starts_each_segment_at_the_digit(w):
     grid, _ = w.grid("0123456789", per_digit=3, seed=2)   # the same noise per column
     for d in range(10):
         np.testing.assert_array_equal(frames[4 * d], grid[d])
+
+
+# ---------------------------------------------------------------------------
+# The API is as strict as the command line (issue 26): one rule set, gan.limits
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call,words", [
+    # A seed past 32 bits wrapped onto another seed's pixels; -1 onto 2**32 - 1.
+    (lambda w: w.number("7", seed=2**32), "`seed` must be a whole number between 0 "
+     "and 4294967295, got 4294967296"),
+    (lambda w: w.number("7", seed=-1), "got -1"),
+    (lambda w: w.number("7", seed=None), "got None"),
+    (lambda w: w.number("7", seed="x"), "got 'x'"),
+    (lambda w: w.number("7", seed=1.5), "got 1.5"),
+    (lambda w: w.number("7", seed=2**64), "got 18446744073709551616"),
+    (lambda w: w.number("7", seed=float("nan")), "got nan"),
+    (lambda w: w.number("7", seed=True), "got True"),
+    (lambda w: w.number("7", styles=2.5), "`styles` must be a whole number between 1 "
+     "and 64, got 2.5"),
+    (lambda w: w.number("7", styles="3"), "got '3'"),
+    (lambda w: w.number("7", styles=None), "got None"),
+    (lambda w: w.number(2026), "the number must be text .* got 2026"),
+    (lambda w: w.number(None), "got None"),
+    (lambda w: w.grid(2026), "`digits` must be 1 to 64 digits 0-9, like '2026'; got 2026"),
+    (lambda w: w.grid("1", seed=-1), "`seed`"),
+    (lambda w: w.number("7", verify="no"), "`verify` must be True or False, got 'no'"),
+    (lambda w: w.grid("1", verify=1), "`verify` must be True or False, got 1"),
+    # Ran for more than 9 minutes; one call now draws at most 10,000 digits.
+    (lambda w: w.grid("1", per_digit=10**6), "`per_digit` must be a whole number "
+     "between 1 and 10000, got 1000000"),
+    (lambda w: w.grid("0123456789", per_digit=1001), "asks for 10,010 digits"),
+    (lambda w: w.style_morph("2026", styles=64, frames_per_style=100), "asks for "
+     "25,600 digits"),
+    (lambda w: w.digit_morph(styles=64, frames_per_digit=100), "asks for 64,000"),
+    (lambda w: w.digit_morph(frames_per_digit=0), "`frames_per_digit`"),
+])
+def test_bad_api_arguments_are_writer_errors(w, call, words):
+    with pytest.raises(WriterError, match=words):
+        call(w)
+
+
+def test_whole_numbers_are_the_same_seed_whatever_their_type(w):
+    """An int, a numpy int and a whole float (the web page and JSON send
+    floats) are one seed, and the same request draws the same pixels."""
+    want = w.number("42", styles=2, seed=5).images
+    for seed in (np.int64(5), np.uint32(5), 5.0):
+        np.testing.assert_array_equal(w.number("42", styles=2.0, seed=seed).images,
+                                      want)
+    assert not np.array_equal(w.number("42", styles=2, seed=6).images, want)
+
+
+def test_load_errors_have_kinds_a_caller_can_catch(tmp_path):
+    from gan.errors import CheckpointError
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DigitWriter.load(str(tmp_path / "missing.msgpack"))
+    (tmp_path / "bad.msgpack").write_bytes(b"not msgpack")
+    with pytest.raises(ValueError, match="not a generator weights file"):
+        DigitWriter.load(str(tmp_path / "bad.msgpack"))
+    for path in ("", 7):
+        with pytest.raises(CheckpointError):      # a ValueError too
+            DigitWriter.load(path)
+    with pytest.raises(WriterError, match="`raw` must be True or False"):
+        DigitWriter.load(raw="yes")

@@ -97,18 +97,33 @@ def test_verified_number_is_read_right_by_the_classifier(tmp_path):
     (["--number", "20a6"], "'a'"),
     (["--number", ""], "at least one digit"),
     (["--number", "1" * 65], "at most 64"),
-    (["--number", "26", "--styles", 0], "--styles must be between 1 and 64"),
+    (["--number", "26", "--styles", 0], "--styles must be a whole number between 1 "
+                                        "and 64, got 0"),
+    (["--number", "26", "--seed", -1], "--seed must be a whole number between 0 and "
+                                       "4294967295, got -1"),
+    (["--number", "26", "--seed", 2**32], "got 4294967296"),
+    (["--digits", "1", "--per-digit", 10**6], "--per-digit must be a whole number "
+                                              "between 1 and 10000"),
+    (["--digits", "0123456789", "--per-digit", 1001], "one call draws at most 10,000"),
     (["--number", "26", "--out", "x.jpg"], "must end in .png"),
     (["--interpolate", "styles"], "needs --number"),
     (["--interpolate", "digits", "--number", "2026"], "--number is for --interpolate styles"),
     (["--interpolate", "digits", "--out", "m.png"], "must end in .gif"),
     (["--interpolate", "digits", "--npz", "m.npz"], "not --interpolate"),
-    (["--digits", "12a"], "--digits must be digits"),
+    (["--digits", "12a"], "--digits must be 1 to 64 digits 0-9"),
     (["--scale", 0], "--scale"),
     (["--number", "26", "--npz", "digits.msgpack"], "must end in .npz"),
 ])
-def test_bad_requests_are_one_line_and_write_nothing(tmp_path, args, words):
-    result = sample(tmp_path, *args)
-    assert words in one_line_error(result)
+def test_bad_requests_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys,
+                                                      args, words):
+    """In this process (the exit path itself is run end to end in
+    tests/test_outputs.py and tests/test_cli.py): each fails in its checks."""
+    import sample as sample_py
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        sample_py.main([str(a) for a in args])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(lines) == 1, lines
+    assert words in lines[0]
     assert os.listdir(tmp_path) == []
 

@@ -46,7 +46,13 @@ def test_render_draws_the_writers_number_and_saves_the_png(writer, tmp_path):
 @pytest.mark.parametrize("text,styles,seed,words", [
     ("20a6", 8, 0, "only digits 0-9 and spaces"), ("1" * 1000, 8, 0, "at most 64"),
     ("", 8, 0, "at least one digit"), ("2026", 8, -1, "seed"), ("2026", 8, 0.5, "seed"),
-    ("2026", 8, None, "seed"), ("2026", 0, 0, "styles must be between"),
+    ("2026", 8, None, "seed"), ("2026", 0, 0, "handwritings must be a whole number"),
+    # What the widgets never send, but any client of the page's API can:
+    ("2026", 8, "abc", "seed must be"), ("2026", 8, float("nan"), "seed must be"),
+    ("2026", 8, float("inf"), "seed must be"), ("2026", "8", 0, "handwritings must"),
+    ("2026", None, 0, "handwritings must"), ("2026", [8], 0, "handwritings must"),
+    ("2026", 17, 0, "between 1 and 16"), (None, 8, 0, "the number must be text"),
+    (2026, 8, 0, "the number must be text"),
 ])
 def test_render_answers_bad_input_with_a_message(writer, tmp_path, text, styles, seed,
                                                  words):
@@ -152,3 +158,11 @@ def test_the_page_writes_the_number_typed_pixel_for_pixel(browser_and_page, writ
 def test_the_page_shows_a_message_for_bad_input(browser_and_page, text, words):
     status = _ask(browser_and_page, text, words)
     assert "⚠" in status and "Traceback" not in browser_and_page.page_source
+
+
+def test_render_refuses_a_verify_that_is_not_true_or_false(writer, tmp_path):
+    """The string "false" (a client of the page's API) turned verification on."""
+    picture, path, status = webapp.render(writer, "2026", 8, 0, "false", str(tmp_path))
+    assert picture is None and path is None
+    assert "verify must be True or False, got 'false'" in status
+    assert os.listdir(tmp_path) == []
