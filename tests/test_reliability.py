@@ -566,7 +566,7 @@ def test_sigterm_at_any_moment_of_train_py_stops_it_resumably(tmp_path, data_dir
     assert saved is not None and saved >= 3
     assert f"checkpoint saved at step {saved}" in (tmp_path / "training.err").read_text()
     # Stopped in set-up (record and lock written, no checkpoint) and in training,
-    # each resumes and finishes (stopped importing, nothing was written).
+    # each resumes and finishes (one stopped importing acts on it in set-up too).
     resumed = {name: subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), "--workdir",
          str(tmp_path / name), *args[:-5], "--max-steps", str(saved + 2),
