@@ -5,6 +5,7 @@
     python sample.py --interpolate styles --number 2026        # a GIF between hands
     python sample.py --interpolate digits --out morph.gif      # 0 -> 1 -> ... -> 9
     python sample.py --checkpoint runs/x --number 2026         # your own run
+    python sample.py --number 2026 --style-from my7.png        # in your handwriting
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def make_parser() -> cli.argparse.ArgumentParser:
     p.add_argument("--number", default=None,
                    help="digits (and spaces) to write left to right, e.g. 2026 or "
                    "'2026 11 30'; one line per handwriting (--styles)")
-    p.add_argument("--styles", type=int, default=4,
-                   help="handwritings: lines of --number, columns of --interpolate")
+    p.add_argument("--styles", type=int, default=None,
+                   help="handwritings: lines of --number, columns of --interpolate "
+                   "(default: 4, or 1 with --style-from)")
     p.add_argument("--digits", default="0123456789",
                    help="grid mode: digits to write, one grid row each")
     p.add_argument("--per-digit", type=int, default=10,
@@ -48,6 +50,15 @@ def make_parser() -> cli.argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="read every digit with the MNIST classifier and redraw the "
                    "misread ones (a whole line for --number)")
+    p.add_argument("--style-from", default=None, metavar="PICTURE",
+                   help="write in the handwriting of one digit you drew or "
+                   "photographed (any picture file; docs/handwriting.md)")
+    p.add_argument("--style-label", type=int, default=None,
+                   help="which digit --style-from shows (default: the classifier "
+                   "reads it, and asks when unsure)")
+    p.add_argument("--show-fit", action="store_true",
+                   help="with --style-from: put the prepared digit and G's redrawing "
+                   "of it left of the picture")
     p.add_argument("--raw", action="store_true",
                    help="sample G's own weights, not their average (EMA); "
                    "needs a train.py workdir as --checkpoint")
@@ -71,6 +82,8 @@ def check_args(args) -> tuple[str, str | None]:
     """(mode, picture path or None); one line and exit 2 for what cannot work."""
     mode = "interpolate" if args.interpolate else (
         "number" if args.number is not None else "grid")
+    if args.styles is None:
+        args.styles = 1 if args.style_from is not None else 4
     if args.interpolate == "styles" and args.number is None:
         cli.fail("--interpolate styles needs --number, e.g. --number 2026")
     if args.interpolate == "digits" and args.number is not None:
@@ -78,6 +91,10 @@ def check_args(args) -> tuple[str, str | None]:
                  "is for --interpolate styles")
     if args.npz and mode == "interpolate":
         cli.fail("--npz is for --number and --digits, not --interpolate")
+    if args.style_from is None and (args.style_label is not None or args.show_fit):
+        cli.fail("--style-label and --show-fit go with --style-from")
+    if args.style_from is not None and mode == "interpolate":
+        cli.fail("--style-from is for --number and --digits, not --interpolate")
     if args.scale <= 0 or args.scale > 16:
         cli.fail(f"--scale must be between 1 and 16, got {args.scale}")
     # The Python API's rules and messages (gan.limits), checked before JAX loads.
@@ -86,6 +103,8 @@ def check_args(args) -> tuple[str, str | None]:
         if args.number is not None:
             limits.check_number(args.number)
         limits.check_count("styles", args.styles, limits.MAX_STYLES)
+        if args.style_label is not None:
+            limits.whole("style_label", args.style_label, 0, 9)
         if mode == "grid":
             limits.check_digits(args.digits)
             limits.check_count("per_digit", args.per_digit, limits.MAX_IMAGES)
@@ -98,11 +117,11 @@ def check_args(args) -> tuple[str, str | None]:
         if not out.lower().endswith(suffix):
             cli.fail(f"--out {out}: this writes a {suffix[1:].upper()} file, so the "
                      f"name must end in {suffix}")
-        cli.check_writable(out, "--out", reads=[args.checkpoint])
+        cli.check_writable(out, "--out", reads=[args.checkpoint, args.style_from])
     if args.npz:
         if not args.npz.lower().endswith(".npz"):
             cli.fail(f"--npz {args.npz}: the name must end in .npz")
-        cli.check_writable(args.npz, "--npz", reads=[args.checkpoint])
+        cli.check_writable(args.npz, "--npz", reads=[args.checkpoint, args.style_from])
     return mode, out
 
 
@@ -114,18 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     cli.enable_compile_cache()
 
     import numpy as np  # noqa: PLC0415 - imported here so --help stays instant.
-    from gan import digit_writer, files, images  # noqa: PLC0415
+    from gan import digit_writer, files, handwriting, images  # noqa: PLC0415
     from gan.errors import CheckpointError  # noqa: PLC0415
 
     try:
+        style = (handwriting.read_picture(args.style_from)
+                 if args.style_from is not None else None)
         w = digit_writer.DigitWriter.load(args.checkpoint, raw=args.raw)
+        if style is not None:
+            style = w.style_from(style, args.style_label, args.seed)
         if mode == "number":
-            number = w.number(args.number, args.styles, args.seed, args.verify)
+            number = w.number(args.number, args.styles, args.seed, args.verify, style)
             arrays, redrawn = number.digits(), number.redrawn
             picture = images.number_image(number.images, args.scale)
             what = f"{args.number!r} in {args.styles} handwriting(s)"
         elif mode == "grid":
-            cells, redrawn = w.grid(args.digits, args.per_digit, args.seed, args.verify)
+            cells, redrawn = w.grid(args.digits, args.per_digit, args.seed, args.verify,
+                                    style)
             arrays = {"images": cells.reshape(-1, 28, 28), "labels": np.repeat(
                 np.array([int(d) for d in args.digits], np.int32), args.per_digit)}
             cols = min(args.per_digit, MAX_GRID_WIDTH // (28 * args.scale + 2))
@@ -144,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
             what = f"a {len(frames)}-frame morph ({args.interpolate})"
     except (CheckpointError, digit_writer.WriterError) as e:
         cli.fail(str(e))
+    if style is not None:
+        how = "a" if args.style_label is not None else "read as a"
+        what = what.replace(f" in {args.styles} handwriting(s)", "") + (
+            f" in the handwriting of {args.style_from} ({how} {style.label})")
+        if args.show_fit and mode != "interpolate":
+            fit = images.number_image(np.stack([[style.source, style.fit]]), args.scale)
+            picture = images.beside(fit, picture)
     try:
         if mode == "interpolate":
             images.save_frames_gif(pictures, out)

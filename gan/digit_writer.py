@@ -5,6 +5,8 @@ app.py.
     writer = DigitWriter.load()                     # weights/generator.msgpack
     lines = writer.number("2026", styles=4).images  # uint8 [4, 4, 28, 28]
     grid = writer.grid("0123456789", per_digit=10)  # uint8 [10, 10, 28, 28]
+    mine = writer.style_from(Image.open("my7.png"))  # your handwriting
+    writer.number("2026", style=mine)               # 2026 written in it
 
 Everything random follows from `seed`: the same call gives the same pixels.
 Every argument is checked (`gan.limits`, the rules sample.py and the web page
@@ -19,18 +21,25 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from gan import sampling, weights
+from gan import handwriting, sampling, weights
 from gan.data import NUM_CLASSES
+from gan.handwriting import HandwritingError, Style
 # The request rules (shared with sample.py and the web page), re-exported here.
 from gan.limits import (MAX_FRAMES, MAX_IMAGES, MAX_NUMBER, MAX_STYLES,  # noqa: F401
                         WriterError, check_count, check_digits, check_flag,
-                        check_number, check_seed, check_work)
+                        check_number, check_seed, check_work, whole)
 from gan.models import NOISE_DIM
 
 # A verified digit must be read as itself with at least this probability.
 MIN_CONFIDENCE = 0.9
 # Fresh draws a line (or digit) gets before its last draw is kept as it is.
 MAX_REDRAWS = 20
+# A digit whose label is not given must be read with at least this probability;
+# below it, `style_from` asks for the label rather than guess.
+STYLE_CONFIDENCE = 0.9
+# A misread line written in a given style is redrawn near it: the style's z
+# plus this much fresh noise (the style's own |z| is about 10).
+STYLE_JITTER = 0.3
 
 # (images uint8 [N, 28, 28]) -> (digit read [N], its probability [N]).
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -94,15 +103,51 @@ class DigitWriter:
         return cls(generator.variables, reader, generator.step, generator.averaged)
 
     @property
-    def reader(self) -> Reader:
-        if self._reader is None:
+    def classifier_params(self) -> Any:
+        """The shipped MNIST classifier's parameters, loaded when first needed."""
+        if getattr(self, "_classifier_params", None) is None:
             from gan import classifier  # noqa: PLC0415
             try:
-                loaded = classifier.load(classifier.SHIPPED)
+                self._classifier_params = classifier.load(classifier.SHIPPED).params
             except classifier.ClassifierError as e:
                 raise WriterError(str(e)) from None
-            self._reader = classifier_reader(loaded.params)
+        return self._classifier_params
+
+    @property
+    def reader(self) -> Reader:
+        if self._reader is None:
+            self._reader = classifier_reader(self.classifier_params)
         return self._reader
+
+    def style_from(self, picture: Any, label: int | None = None,
+                   seed: int = 0) -> Style:
+        """The handwriting of one digit the user drew or photographed, for
+        `number(..., style=)` and `grid(..., style=)` (`gan.handwriting`).
+
+        Args:
+          picture: a PIL image or a 2-D array (`handwriting.prepare`).
+          label: which digit it is; by default the classifier reads it, and
+            asks for the label when it is less than STYLE_CONFIDENCE sure.
+          seed: of the inversion's random starts: the same picture and seed
+            give the same style.
+
+        Raises:
+          HandwritingError (a WriterError): no digit in the picture, a label
+            that is not 0-9, or a digit the classifier cannot read surely.
+        """
+        source = handwriting.prepare(picture)
+        seed = check_seed(seed)
+        if label is None:
+            read, confidence = self.reader(source[None])
+            if float(confidence[0]) < STYLE_CONFIDENCE:
+                raise HandwritingError(
+                    f"this digit reads as a {int(read[0])} with only "
+                    f"{float(confidence[0]):.0%} confidence; say which digit it is "
+                    "(`label`)")
+            label = int(read[0])
+        label = whole("label", label, 0, NUM_CLASSES - 1)
+        return handwriting.fit_style(self.variables, self.classifier_params, source,
+                                     label, seed)
 
     def draw(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """uint8 `[N, 28, 28]` for noise `[N, NOISE_DIM]` and labels: int `[N]`, or
@@ -111,37 +156,47 @@ class DigitWriter:
                                        np.asarray(labels))
 
     def grid(self, digits: str = "0123456789", per_digit: int = 10, seed: int = 0,
-             verify: bool = False) -> tuple[np.ndarray, int]:
+             verify: bool = False, style: Style | None = None
+             ) -> tuple[np.ndarray, int]:
         """A row per digit, a column per noise vector (the same down a column):
-        uint8 `[len(digits), per_digit, 28, 28]`, and the cells redrawn."""
+        uint8 `[len(digits), per_digit, 28, 28]`, and the cells redrawn. With a
+        `style` (`style_from`) every cell is written in it."""
         digits = check_digits(digits)
         per_digit = check_count("per_digit", per_digit, MAX_IMAGES)
         seed, verify = check_seed(seed), check_flag("verify", verify)
+        check_style(style)
         check_work(len(digits) * per_digit)
         key = jax.random.key(seed)
         z, labels = sampling.digit_rows(key, [int(c) for c in digits], per_digit)
+        if style is not None:
+            z[:] = style.z
         images = self.draw(z, labels)
         redrawn = 0
         if verify:  # each misread cell on its own, with fresh noise
             images, redrawn, _ = self._verified(images, z, labels, key,
-                                                np.arange(len(labels)))
+                                                np.arange(len(labels)), style)
         return images.reshape(len(digits), per_digit, 28, 28), redrawn
 
     def number(self, text: str, styles: int = 1, seed: int = 0,
-               verify: bool = False) -> Number:
+               verify: bool = False, style: Style | None = None) -> Number:
         """`text` (digits and spaces) written `styles` times, each line in one
-        handwriting: the same noise vector for every digit of a line."""
+        handwriting: the same noise vector for every digit of a line. With a
+        `style` (`style_from`) every line is written in it."""
         text, styles = check_number(text), check_count("styles", styles, MAX_STYLES)
         seed, verify = check_seed(seed), check_flag("verify", verify)
+        check_style(style)
         key = jax.random.key(seed)
         positions, digits = cells(text)
         labels = np.tile(digits, styles)
         lines = np.repeat(np.arange(styles), len(positions))
-        z = line_noise(key, styles)[lines]                       # [styles * L', 100]
+        noise = (line_noise(key, styles) if style is None
+                 else np.tile(style.z, (styles, 1)))                # [styles, 100]
+        z = noise[lines]                                         # [styles * L', 100]
         drawn = self.draw(z, labels)
         redrawn = unverified = 0
         if verify:  # a misread digit redraws its whole line: one handwriting
-            drawn, redrawn, unverified = self._verified(drawn, z, labels, key, lines)
+            drawn, redrawn, unverified = self._verified(drawn, z, labels, key, lines,
+                                                        style)
         return Number(text, place(drawn, text, styles), redrawn, unverified)
 
     def style_morph(self, text: str, styles: int = 4, frames_per_style: int = 12,
@@ -181,9 +236,11 @@ class DigitWriter:
         return drawn.reshape(len(vectors), styles, 28, 28)
 
     def _verified(self, images: np.ndarray, z: np.ndarray, labels: np.ndarray,
-                  key: jax.Array, groups: np.ndarray) -> tuple[np.ndarray, int, int]:
+                  key: jax.Array, groups: np.ndarray, style: Style | None = None
+                  ) -> tuple[np.ndarray, int, int]:
         """Redraws every group (line or cell) holding a misread digit with fresh
-        noise, one vector per group, up to MAX_REDRAWS times."""
+        noise, one vector per group, up to MAX_REDRAWS times; in a `style`, with
+        the style's noise plus STYLE_JITTER of fresh noise."""
         images, z = images.copy(), z.copy()
         redrawn, bad = set(), self._misread_groups(images, labels, groups)
         for attempt in range(1, MAX_REDRAWS + 1):
@@ -192,6 +249,8 @@ class DigitWriter:
             redrawn.update(bad.tolist())
             fresh = np.asarray(jax.random.normal(jax.random.fold_in(key, attempt),
                                                  (groups.max() + 1, NOISE_DIM)))
+            if style is not None:
+                fresh = style.z + STYLE_JITTER * fresh
             rows = np.isin(groups, bad)
             z[rows] = fresh[groups[rows]]
             images[rows] = self.draw(z[rows], labels[rows])
@@ -203,6 +262,13 @@ class DigitWriter:
         read, confidence = self.reader(images)
         wrong = (np.asarray(read) != labels) | (np.asarray(confidence) < MIN_CONFIDENCE)
         return np.unique(groups[wrong])
+
+
+def check_style(style: Any) -> None:
+    """Raises WriterError unless `style` is None or a `Style` (`style_from`)."""
+    if style is not None and not isinstance(style, Style):
+        raise WriterError(f"`style` must come from DigitWriter.style_from, got "
+                          f"{type(style).__name__}")
 
 
 def cells(text: str) -> tuple[np.ndarray, np.ndarray]:

@@ -176,6 +176,14 @@ def number_image(cells: np.ndarray, scale: int = 1) -> Image.Image:
                         Image.Resampling.NEAREST) if scale > 1 else image
 
 
+def beside(left: Image.Image, right: Image.Image) -> Image.Image:
+    """Two grayscale pictures side by side, top-aligned, on black."""
+    canvas = Image.new("L", (left.width + right.width, max(left.height, right.height)))
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width, 0))
+    return canvas
+
+
 def save_png(path: str | os.PathLike[str], image: Image.Image) -> None:
     """Writes a picture atomically as a PNG."""
     files.write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
