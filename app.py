@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import tempfile
 
 from gan import cli
 
@@ -31,6 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not 1 <= args.port <= 65535:
         cli.fail(f"--port must be between 1 and 65535, got {args.port}")
+    # SIGTERM ends the server as Ctrl-C does, so the page's files are removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: _interrupt())
+    try:
+        return _serve(args)
+    except KeyboardInterrupt:  # before the server ran, or after it closed
+        print("app.py: stopped", file=sys.stderr)
+        return 130
+
+
+def _serve(args) -> int:
     # No telemetry calls from a local demo (and none can leave a closed network).
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     cli.set_up_process()
@@ -43,12 +55,23 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as e:
         cli.fail(str(e))
     writer.number(webapp.EXAMPLE, 8)  # compile before the first visitor
-    page = webapp.build(writer)
-    try:
-        page.launch(server_name=args.host, server_port=args.port, show_error=True)
-    except OSError as e:
-        cli.fail(f"cannot serve on {args.host}:{args.port}: {e}")
+    # The page's downloads and Gradio's copies of uploads and outputs live in
+    # folders removed when the server ends; while it runs both stay bounded
+    # (webapp.KEPT_FILES, webapp.CACHE_SWEEP_S).
+    with tempfile.TemporaryDirectory(prefix="cdcgan-web-") as folder:
+        os.environ["GRADIO_TEMP_DIR"] = os.path.join(folder, "gradio")
+        page = webapp.build(writer, os.path.join(folder, "downloads"))
+        os.makedirs(os.path.join(folder, "downloads"))
+        try:
+            page.launch(server_name=args.host, server_port=args.port, show_error=True,
+                        max_file_size=webapp.MAX_UPLOAD)
+        except OSError as e:
+            cli.fail(f"cannot serve on {args.host}:{args.port}: {e}")
     return 0
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-from gan import files
+from gan import batching, files
 from gan.data import NUM_CLASSES, to_float
 from gan.errors import one_line
 
@@ -31,7 +31,6 @@ EPOCHS = 8
 BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 MAX_SHIFT = 2  # pixels of random translation, each axis
-EVAL_CHUNK = 1000
 
 
 class ClassifierError(ValueError):
@@ -60,16 +59,14 @@ def _apply(params: Any, images_u8: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def predict(params: Any, images_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Logits `[N, 10]` and features `[N, FEATURE_DIM]` (float32) of uint8 images."""
-    logits, feats = [], []
-    for i in range(0, len(images_u8), EVAL_CHUNK):
-        lo, fe = _apply(params, jnp.asarray(images_u8[i:i + EVAL_CHUNK]))
-        logits.append(np.asarray(lo))
-        feats.append(np.asarray(fe))
-    if not logits:
+    """Logits `[N, 10]` and features `[N, FEATURE_DIM]` (float32) of uint8
+    images, in batches of the fixed sizes of `gan.batching`."""
+    if not len(images_u8):
         return (np.zeros((0, NUM_CLASSES), np.float32),
                 np.zeros((0, FEATURE_DIM), np.float32))
-    return np.concatenate(logits), np.concatenate(feats)
+    logits, feats = batching.in_fixed_batches(
+        lambda x: _apply(params, jnp.asarray(x)), np.asarray(images_u8, np.uint8))
+    return logits, feats
 
 
 def accuracy(params: Any, images_u8: np.ndarray, labels: np.ndarray) -> float:

@@ -8,12 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gan import batching
 from gan.images import to_uint8
 from gan.data import NUM_CLASSES
 from gan.models import NOISE_DIM, Generator
 
-# Sampling runs in chunks so a large request never holds all activations at once.
-CHUNK = 1000
 
 
 @jax.jit
@@ -23,12 +22,15 @@ def generate(variables: Any, z: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def generate_uint8(variables: Any, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Images as uint8 `[N, 28, 28]` (0 = black background), in chunks of CHUNK."""
-    out = []
-    for i in range(0, len(labels), CHUNK):
-        out.append(to_uint8(generate(variables, jnp.asarray(z[i:i + CHUNK]),
-                                     jnp.asarray(labels[i:i + CHUNK]))))
-    return np.concatenate(out) if out else np.zeros((0, 28, 28), np.uint8)
+    """Images as uint8 `[N, 28, 28]` (0 = black background), in batches of the
+    fixed sizes of `gan.batching` (a large request never holds all activations
+    at once, and only a few programs are ever compiled)."""
+    if not len(labels):
+        return np.zeros((0, 28, 28), np.uint8)
+    (images,) = batching.in_fixed_batches(
+        lambda z, y: (to_uint8(generate(variables, jnp.asarray(z), jnp.asarray(y))),),
+        np.asarray(z, np.float32), np.asarray(labels))
+    return images
 
 
 def digit_rows(key: jax.Array, digits: Sequence[int], per_digit: int
