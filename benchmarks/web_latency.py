@@ -42,13 +42,14 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    page = webapp.build(writer)
+    page = webapp.build(writer, folder)
     page.launch(server_port=port, prevent_thread_lock=True, quiet=True)
     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
     http = []
     for i in range(args.repeats + 1):
         t = time.perf_counter()
-        client.predict(args.number, args.styles, i, False, api_name="/write")
+        client.predict(args.number, args.styles, i, False, None, None, webapp.READ_IT,
+                       api_name="/write")
         http.append(time.perf_counter() - t)
     page.close()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")

@@ -38,8 +38,9 @@ MAX_REDRAWS = 20
 # below it, `style_from` asks for the label rather than guess.
 STYLE_CONFIDENCE = 0.9
 # A misread line written in a given style is redrawn near it: the style's z
-# plus this much fresh noise (the style's own |z| is about 10).
-STYLE_JITTER = 0.3
+# plus fresh noise of this scale times the attempt (0.1, 0.2, ..., 2.0; the
+# style's own |z| is about 10), so a stubborn line moves further each time.
+STYLE_JITTER = 0.1
 
 # (images uint8 [N, 28, 28]) -> (digit read [N], its probability [N]).
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -240,7 +241,7 @@ class DigitWriter:
                   ) -> tuple[np.ndarray, int, int]:
         """Redraws every group (line or cell) holding a misread digit with fresh
         noise, one vector per group, up to MAX_REDRAWS times; in a `style`, with
-        the style's noise plus STYLE_JITTER of fresh noise."""
+        the style's noise plus fresh noise growing by STYLE_JITTER per attempt."""
         images, z = images.copy(), z.copy()
         redrawn, bad = set(), self._misread_groups(images, labels, groups)
         for attempt in range(1, MAX_REDRAWS + 1):
@@ -250,7 +251,7 @@ class DigitWriter:
             fresh = np.asarray(jax.random.normal(jax.random.fold_in(key, attempt),
                                                  (groups.max() + 1, NOISE_DIM)))
             if style is not None:
-                fresh = style.z + STYLE_JITTER * fresh
+                fresh = style.z + STYLE_JITTER * attempt * fresh
             rows = np.isin(groups, bad)
             z[rows] = fresh[groups[rows]]
             images[rows] = self.draw(z[rows], labels[rows])

@@ -59,6 +59,12 @@ CANDIDATES = 128
 # prior that keeps |z| near sqrt(NOISE_DIM), where Gaussian noise lives.
 FEATURE_WEIGHT = 0.05
 PRIOR_WEIGHT = 0.05
+# Of the fitted restarts, the one kept minimises its loss plus this weight
+# times how badly the classifier reads the other nine digits drawn with it
+# (mean cross-entropy): a z can redraw the digit yet sit where G writes the
+# others poorly. With 0.1, 99.2% of the other digits are read as asked, from
+# 98.1% without, at the same pixel error (150 MNIST test digits).
+LEGIBILITY_WEIGHT = 0.1
 
 
 class HandwritingError(WriterError):
@@ -225,7 +231,15 @@ def _invert(g_variables: Any, classifier_params: Any, target_u8: jax.Array,
         return optax.apply_updates(z, updates), opt_state
 
     z, _ = jax.lax.fori_loop(0, steps, step, (z, optimizer.init(z)))
-    return z, loss_of(z, labels=labels)
+    digits = jnp.arange(10)
+    drawn = Generator().apply(g_variables, jnp.repeat(z, 10, axis=0),
+                              jnp.tile(digits, restarts), train=False)
+    logits, _ = Classifier().apply({"params": classifier_params}, drawn)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.tile(digits, restarts)).reshape(restarts, 10)
+    others = (digits != label).astype(jnp.float32)
+    illegible = (cross_entropy * others).sum(axis=1) / 9.0
+    return z, loss_of(z, labels=labels) + LEGIBILITY_WEIGHT * illegible
 
 
 def fit_style(g_variables: Any, classifier_params: Any, source: np.ndarray,
