@@ -54,7 +54,7 @@ def _serve(args) -> int:
         writer = webapp.DigitWriter.load(args.checkpoint)
     except CheckpointError as e:
         cli.fail(str(e))
-    writer.number(webapp.EXAMPLE, 8)  # compile before the first visitor
+    webapp.warm_up(writer)  # every program a request needs, compiled now
     # The page's downloads and Gradio's copies of uploads and outputs live in
     # folders removed when the server ends; while it runs both stay bounded
     # (webapp.KEPT_FILES, webapp.CACHE_SWEEP_S).
@@ -64,7 +64,8 @@ def _serve(args) -> int:
         os.makedirs(os.path.join(folder, "downloads"))
         try:
             page.launch(server_name=args.host, server_port=args.port, show_error=True,
-                        max_file_size=webapp.MAX_UPLOAD)
+                        max_file_size=webapp.MAX_UPLOAD,
+                        state_session_capacity=webapp.SESSIONS_KEPT)
         except OSError as e:
             cli.fail(f"cannot serve on {args.host}:{args.port}: {e}")
     return 0

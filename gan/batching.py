@@ -11,7 +11,7 @@ import numpy as np
 
 # The batch sizes programs are compiled for; a bigger batch runs in chunks of
 # the largest. Powers of 4: padding at most quadruples a small request's work.
-SIZES = (4, 16, 64, 256, 1024)
+SIZES = (4, 16, 64, 256)
 
 
 def size_for(count: int) -> int:

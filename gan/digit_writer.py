@@ -69,8 +69,10 @@ def classifier_reader(params: Any) -> Reader:
     from gan import classifier  # noqa: PLC0415 - only when verifying.
 
     def read(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, _ = classifier.predict(params, images)
-        probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+        logits, _ = classifier.predict(params, images)      # [N, 10], padded batches
+        # Softmax in numpy: jax.nn.softmax here compiled a program per N.
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        probs = e / e.sum(axis=-1, keepdims=True)
         return probs.argmax(axis=-1), probs.max(axis=-1)
     return read
 

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gan import images
+from gan import batching, images
 from gan.digit_writer import DigitWriter
+from gan.models import NOISE_DIM
 from gan.limits import (MAX_SEED, WriterError, check_count, check_flag, check_number,
                         check_seed, whole)
 
@@ -28,8 +29,11 @@ LABELS = (READ_IT, *"0123456789")
 # how often and after how long Gradio's own copies are removed (seconds).
 KEPT_FILES = 32
 CACHE_SWEEP_S = 300
-# Largest upload the server accepts (Gradio refuses bigger files itself).
+# Largest upload the server accepts (Gradio refuses bigger files itself), and
+# the visitors' sessions Gradio keeps in memory (the oldest go first; its
+# default, 10,000, let memory grow with every new client).
 MAX_UPLOAD = "10mb"
+SESSIONS_KEPT = 64
 # The sketchpad: its canvas (pixels) and brush (a mouse-drawn stroke as wide as
 # a pen's, relative to the digit).
 CANVAS = 280
@@ -82,6 +86,21 @@ def render(writer: DigitWriter, text: Any, styles: Any, seed: Any, verify: Any,
     return np.asarray(picture), path, status, fit
 
 
+def warm_up(writer: DigitWriter) -> None:
+    """Compiles, before the first visitor, every program a request can need:
+    the padded batch sizes (`gan.batching`), the noise of 1 to PAGE_STYLES
+    handwritings, verification, and the inversion of a drawn digit. Requests
+    then compile nothing, and the server's memory stays flat."""
+    for size in batching.SIZES:
+        writer.draw(np.zeros((size, NOISE_DIM), np.float32), np.zeros(size, np.int32))
+        writer.reader(np.zeros((size, 28, 28), np.uint8))
+    for styles in range(1, PAGE_STYLES + 1):
+        writer.number("1", styles, verify=True)
+    stroke = np.zeros((28, 28), np.uint8)
+    stroke[4:24, 13:16] = 255                                  # a plain 1
+    writer.number("1", style=writer.style_from(stroke, 1), verify=True)
+
+
 def drawn_digit(sketch: Any, upload: Any) -> Image.Image | None:
     """The picture to take the handwriting from: an upload, else the
     sketchpad's drawing when it holds a stroke; None for neither."""
@@ -112,6 +131,26 @@ def build(writer: DigitWriter, folder: str) -> Any:
     in `folder` (the caller owns it: app.py removes it at exit)."""
     import gradio as gr  # noqa: PLC0415 - only the web page needs it.
 
+    class Slider(gr.Slider):
+        """Gradio's slider, its value passed to `render` as sent: the handler
+        checks it (gan.limits) with the page's messages, whoever sent it;
+        Gradio's own check failed with a traceback on null, "8" or [8]."""
+
+        def preprocess(self, payload: Any) -> Any:
+            return payload
+
+        def get_block_name(self) -> str:
+            return "slider"
+
+    class Number(gr.Number):
+        """Gradio's number box, its value passed to `render` as sent (above)."""
+
+        def preprocess(self, payload: Any) -> Any:
+            return payload
+
+        def get_block_name(self) -> str:
+            return "number"
+
     def write(text, styles, seed, verify, sketch, upload, label):
         picture, path, status, fit = render(writer, text, styles, seed, verify, folder,
                                             drawn_digit(sketch, upload), label)
@@ -133,10 +172,10 @@ def build(writer: DigitWriter, folder: str) -> Any:
         with gr.Row():
             text = gr.Textbox(EXAMPLE, label="Number (digits and spaces, up to 64)",
                               max_lines=1, elem_id="number")
-            styles = gr.Slider(1, PAGE_STYLES, value=8, step=1,
-                               label=f"Handwritings (up to {PAGE_STYLES})",
-                               elem_id="styles")
-            seed = gr.Number(0, label="Seed", precision=None, elem_id="seed")
+            styles = Slider(1, PAGE_STYLES, value=8, step=1,
+                            label=f"Handwritings (up to {PAGE_STYLES})",
+                            elem_id="styles")
+            seed = Number(0, label="Seed", precision=None, elem_id="seed")
         with gr.Row():
             verify = gr.Checkbox(False, label="Verify: redraw lines with a misread digit",
                                  elem_id="verify")

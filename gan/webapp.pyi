@@ -1,0 +1,208 @@
+"""The web page (Gradio): a number written in several handwritings, or in the
+visitor's own (a digit drawn on a sketchpad or uploaded), with a PNG download.
+`python app.py` serves it on localhost; `build` makes it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from gan import batching, images
+from gan.digit_writer import DigitWriter
+from gan.models import NOISE_DIM
+from gan.limits import (MAX_SEED, WriterError, check_count, check_flag, check_number,
+                        check_seed, whole)
+
+# Upscaling of the picture on the page and in the download.
+SCALE = 2
+# Most handwritings per request: the slider's end, and what `render` accepts
+# from any client (the Python API allows gan.limits.MAX_STYLES).
+PAGE_STYLES = 16
+EXAMPLE = "2026"
+# The label choice that lets the classifier read the drawn digit.
+READ_IT = "read it for me"
+LABELS = (READ_IT, *"0123456789")
+# Downloads kept in the page's folder (the newest; older ones are removed), and
+# how often and after how long Gradio's own copies are removed (seconds).
+KEPT_FILES = 32
+CACHE_SWEEP_S = 300
+# Largest upload the server accepts (Gradio refuses bigger files itself).
+MAX_UPLOAD = "10mb"
+# The sketchpad: its canvas (pixels) and brush (a mouse-drawn stroke as wide as
+# a pen's, relative to the digit).
+CANVAS = 280
+BRUSH = 18
+
+
+def render(writer: DigitWriter, text: Any, styles: Any, seed: Any, verify: Any,
+           folder: str, handwriting: Any = None, label: Any = READ_IT
+           ) -> tuple[np.ndarray | None, str | None, str, np.ndarray | None]:
+    """One request: (picture uint8 `[H, W]`, PNG path for the download, status
+    line, the visitor's digit as prepared beside G's redrawing of it, or None).
+
+    `handwriting`: a picture of one digit (PIL image or 2-D array) to write in,
+    or None for `styles` handwritings drawn from `seed`. Every argument is
+    checked by the API's rules (gan.limits), whatever client sent it; bad input
+    gives no picture and a message saying why.
+    """
+    try:
+        text, seed_int = check_number(text), check_seed(seed)
+        styles_int = check_count("handwritings", styles, PAGE_STYLES)
+        verify = check_flag("verify", verify)
+        style = None
+        if handwriting is not None:
+            if label not in LABELS:
+                raise WriterError(f"the digit drawn is one of {', '.join(LABELS)}, "
+                                  f"got {label!r:.40}")
+            digit = None if label == READ_IT else whole("label", int(label), 0, 9)
+            style, styles_int = writer.style_from(handwriting, digit, seed_int), 1
+        number = writer.number(text, styles_int, seed_int, verify, style)
+    except WriterError as e:
+        return None, None, "⚠️ " + str(e).replace("`", ""), None
+    picture = images.number_image(number.images, SCALE)
+    hand = "mine" if style else f"seed{seed_int}"
+    path = os.path.join(folder, f"number_{text.strip().replace(' ', '_')}_{hand}.png")
+    images.save_png(path, picture)
+    keep_newest(folder, KEPT_FILES)
+    if style:
+        status = f"**{text}** in your handwriting (a {style.label})"
+        fit = np.asarray(images.number_image(np.stack([[style.source, style.fit]]),
+                                             SCALE * 2))
+    else:
+        status = (f"**{text}** in {styles_int} handwriting{'s' * (styles_int > 1)}, "
+                  f"seed {seed_int}")
+        fit = None
+    if verify:
+        status += (f"; {number.redrawn} line{'s' * (number.redrawn != 1)} redrawn after "
+                   "the classifier misread a digit")
+        if number.unverified:
+            status += f" ({number.unverified} still misread)"
+    return np.asarray(picture), path, status, fit
+
+
+def warm_up(writer: DigitWriter) -> None:
+    """Compiles, before the first visitor, every program a request can need:
+    the padded batch sizes (`gan.batching`), the noise of 1 to PAGE_STYLES
+    handwritings, verification, and the inversion of a drawn digit. Requests
+    then compile nothing, and the server's memory stays flat."""
+    for size in batching.SIZES:
+        writer.draw(np.zeros((size, NOISE_DIM), np.float32), np.zeros(size, np.int32))
+        writer.reader(np.zeros((size, 28, 28), np.uint8))
+    for styles in range(1, PAGE_STYLES + 1):
+        writer.number("1", styles, verify=True)
+    stroke = np.zeros((28, 28), np.uint8)
+    stroke[4:24, 13:16] = 255                                  # a plain 1
+    writer.number("1", style=writer.style_from(stroke, 1), verify=True)
+
+
+def drawn_digit(sketch: Any, upload: Any) -> Image.Image | None:
+    """The picture to take the handwriting from: an upload, else the
+    sketchpad's drawing when it holds a stroke; None for neither."""
+    if isinstance(upload, Image.Image):
+        return upload
+    composite = sketch.get("composite") if isinstance(sketch, dict) else None
+    if not isinstance(composite, Image.Image):
+        return None
+    alpha = composite.getchannel("A") if "A" in composite.getbands() else None
+    if alpha is not None and alpha.getextrema()[1] == 0:
+        return None                                  # an untouched canvas
+    return composite
+
+
+def keep_newest(folder: str, count: int) -> None:
+    """Removes all but the `count` newest files of `folder`."""
+    paths = [os.path.join(folder, name) for name in os.listdir(folder)]
+    paths = sorted((p for p in paths if os.path.isfile(p)), key=os.path.getmtime)
+    for path in paths[:-count]:
+        try:
+            os.remove(path)
+        except OSError:
+            pass  # a concurrent request removed it first
+
+
+def build(writer: DigitWriter, folder: str) -> Any:
+    """The page, as a `gradio.Blocks` (not yet launched), saving its downloads
+    in `folder` (the caller owns it: app.py removes it at exit)."""
+    import gradio as gr  # noqa: PLC0415 - only the web page needs it.
+from gradio.events import Dependency
+
+    class Slider(gr.Slider):
+        """Gradio's slider, its value passed to `render` as sent: the handler
+        checks it (gan.limits) with the page's messages, whoever sent it;
+        Gradio's own check failed with a traceback on null, "8" or [8]."""
+
+        def preprocess(self, payload: Any) -> Any:
+            return payload
+
+        def get_block_name(self) -> str:
+            return "slider"
+
+    class Number(gr.Number):
+        """Gradio's number box, its value passed to `render` as sent (above)."""
+
+        def preprocess(self, payload: Any) -> Any:
+            return payload
+
+        def get_block_name(self) -> str:
+            return "number"
+
+    def write(text, styles, seed, verify, sketch, upload, label):
+        picture, path, status, fit = render(writer, text, styles, seed, verify, folder,
+                                            drawn_digit(sketch, upload), label)
+        return (picture, gr.DownloadButton(value=path, interactive=path is not None),
+                status, fit)
+
+    def new_handwriting(text, styles, seed, verify, sketch, upload, label):
+        try:
+            seed = (check_seed(seed) + 1) % (MAX_SEED + 1)
+        except WriterError:  # a seed that was no seed: start again from 0
+            seed = 0
+        return (seed, *write(text, styles, seed, verify, sketch, upload, label))
+
+    with gr.Blocks(title="cDCGAN: write a number",
+                   delete_cache=(CACHE_SWEEP_S, CACHE_SWEEP_S)) as page:
+        gr.Markdown("# Write a number\nA conditional GAN trained on MNIST writes it, "
+                    "each line in one handwriting, or in yours: draw one digit "
+                    "below (or upload a photo of one).")
+        with gr.Row():
+            text = gr.Textbox(EXAMPLE, label="Number (digits and spaces, up to 64)",
+                              max_lines=1, elem_id="number")
+            styles = Slider(1, PAGE_STYLES, value=8, step=1,
+                            label=f"Handwritings (up to {PAGE_STYLES})",
+                            elem_id="styles")
+            seed = Number(0, label="Seed", precision=None, elem_id="seed")
+        with gr.Row():
+            verify = gr.Checkbox(False, label="Verify: redraw lines with a misread digit",
+                                 elem_id="verify")
+            go = gr.Button("Write", variant="primary", elem_id="write")
+            new = gr.Button("New handwriting", elem_id="new")
+        status = gr.Markdown(elem_id="status")
+        picture = gr.Image(label="Your number", format="png", type="numpy",
+                           interactive=False, elem_id="picture")
+        download = gr.DownloadButton("Download PNG", interactive=False, elem_id="download")
+        gr.Markdown("### In your handwriting\nDraw one digit (or upload a picture of "
+                    "one), then press Write. Clear the drawing to go back to the "
+                    "seeds' handwritings.")
+        with gr.Row():
+            sketch = gr.Sketchpad(type="pil", image_mode="RGBA", label="Draw one digit",
+                                  canvas_size=(CANVAS, CANVAS), fixed_canvas=True,
+                                  brush=gr.Brush(default_size=BRUSH, colors=["#000000"],
+                                                 color_mode="fixed"),
+                                  layers=False, elem_id="sketch")
+            with gr.Column():
+                upload = gr.Image(type="pil", sources=["upload"], label="or upload one",
+                                  height=200, elem_id="upload")
+                label = gr.Dropdown(list(LABELS), value=READ_IT, label="Which digit it is",
+                                    elem_id="label")
+            fit = gr.Image(label="Your digit as the generator sees it, and its redrawing",
+                           format="png", type="numpy", interactive=False, elem_id="fit")
+        inputs = [text, styles, seed, verify, sketch, upload, label]
+        outputs = [picture, download, status, fit]
+        go.click(write, inputs, outputs, api_name="write")
+        text.submit(write, inputs, outputs)
+        new.click(new_handwriting, inputs, [seed, *outputs])
+        page.load(write, inputs, outputs)
+    return page
