@@ -115,6 +115,10 @@ def drawn_digit(sketch: Any, upload: Any) -> Image.Image | None:
     return composite
 
 
+def _as_sent(payload: Any) -> Any:
+    return payload
+
+
 def keep_newest(folder: str, count: int) -> None:
     """Removes all but the `count` newest files of `folder`."""
     paths = [os.path.join(folder, name) for name in os.listdir(folder)]
@@ -130,26 +134,6 @@ def build(writer: DigitWriter, folder: str) -> Any:
     """The page, as a `gradio.Blocks` (not yet launched), saving its downloads
     in `folder` (the caller owns it: app.py removes it at exit)."""
     import gradio as gr  # noqa: PLC0415 - only the web page needs it.
-
-    class Slider(gr.Slider):
-        """Gradio's slider, its value passed to `render` as sent: the handler
-        checks it (gan.limits) with the page's messages, whoever sent it;
-        Gradio's own check failed with a traceback on null, "8" or [8]."""
-
-        def preprocess(self, payload: Any) -> Any:
-            return payload
-
-        def get_block_name(self) -> str:
-            return "slider"
-
-    class Number(gr.Number):
-        """Gradio's number box, its value passed to `render` as sent (above)."""
-
-        def preprocess(self, payload: Any) -> Any:
-            return payload
-
-        def get_block_name(self) -> str:
-            return "number"
 
     def write(text, styles, seed, verify, sketch, upload, label):
         picture, path, status, fit = render(writer, text, styles, seed, verify, folder,
@@ -172,10 +156,16 @@ def build(writer: DigitWriter, folder: str) -> Any:
         with gr.Row():
             text = gr.Textbox(EXAMPLE, label="Number (digits and spaces, up to 64)",
                               max_lines=1, elem_id="number")
-            styles = Slider(1, PAGE_STYLES, value=8, step=1,
-                            label=f"Handwritings (up to {PAGE_STYLES})",
-                            elem_id="styles")
-            seed = Number(0, label="Seed", precision=None, elem_id="seed")
+            styles = gr.Slider(1, PAGE_STYLES, value=8, step=1,
+                               label=f"Handwritings (up to {PAGE_STYLES})",
+                               elem_id="styles")
+            seed = gr.Number(0, label="Seed", precision=None, elem_id="seed")
+        # Their values reach `render` as sent, which checks them (gan.limits)
+        # with the page's messages, whoever sent them: Gradio's own check of a
+        # slider value ended in a traceback on null, "8" or [8]. (On the
+        # instances: a subclass of a Gradio component writes a .pyi file.)
+        for box in (styles, seed):
+            box.preprocess = _as_sent
         with gr.Row():
             verify = gr.Checkbox(False, label="Verify: redraw lines with a misread digit",
                                  elem_id="verify")
