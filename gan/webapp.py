@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
 import numpy as np
 from PIL import Image
 
 from gan import batching, images
-from gan.digit_writer import DigitWriter
+from gan.digit_writer import DigitWriter, line_noise
 from gan.models import NOISE_DIM
 from gan.limits import (MAX_SEED, WriterError, check_count, check_flag, check_number,
                         check_seed, whole)
@@ -88,14 +89,16 @@ def render(writer: DigitWriter, text: Any, styles: Any, seed: Any, verify: Any,
 
 def warm_up(writer: DigitWriter) -> None:
     """Compiles, before the first visitor, every program a request can need:
-    the padded batch sizes (`gan.batching`), the noise of 1 to PAGE_STYLES
-    handwritings, verification, and the inversion of a drawn digit. Requests
-    then compile nothing, and the server's memory stays flat."""
+    the padded batch sizes (`gan.batching`) of G and the classifier, the noise
+    of 1 to PAGE_STYLES handwritings, verification, and the inversion of a
+    drawn digit. Requests then compile nothing, and the server's memory stays
+    flat."""
     for size in batching.SIZES:
         writer.draw(np.zeros((size, NOISE_DIM), np.float32), np.zeros(size, np.int32))
         writer.reader(np.zeros((size, 28, 28), np.uint8))
     for styles in range(1, PAGE_STYLES + 1):
-        writer.number("1", styles, verify=True)
+        line_noise(jax.random.key(0), styles)        # verification's shapes too
+    jax.random.fold_in(jax.random.key(MAX_SEED), 1)  # a redraw's key; a large seed
     stroke = np.zeros((28, 28), np.uint8)
     stroke[4:24, 13:16] = 255                                  # a plain 1
     writer.number("1", style=writer.style_from(stroke, 1), verify=True)
