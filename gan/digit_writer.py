@@ -90,6 +90,7 @@ class DigitWriter:
                  step: int | None = None, averaged: bool = False):
         self.variables, self._reader = variables, reader
         self.step, self.averaged = step, averaged
+        self._classifier_params: Any = None
 
     @classmethod
     def load(cls, path: str | None = None, raw: bool = False,
@@ -108,7 +109,7 @@ class DigitWriter:
     @property
     def classifier_params(self) -> Any:
         """The shipped MNIST classifier's parameters, loaded when first needed."""
-        if getattr(self, "_classifier_params", None) is None:
+        if self._classifier_params is None:
             from gan import classifier  # noqa: PLC0415
             try:
                 self._classifier_params = classifier.load(classifier.SHIPPED).params

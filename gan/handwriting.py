@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from PIL import Image, UnidentifiedImageError
 
+from gan import sampling
 from gan.classifier import Classifier
 from gan.data import IMAGE_SIZE
 from gan.errors import one_line
@@ -252,7 +253,6 @@ def fit_style(g_variables: Any, classifier_params: Any, source: np.ndarray,
                         jnp.int32(label), jax.random.key(seed), restarts, steps)
     best = int(jnp.argmin(losses))
     z = np.asarray(z[best], np.float32)
-    from gan import sampling  # noqa: PLC0415 - sampling imports images (PIL) only
     fit = sampling.generate_uint8(g_variables, z[None], np.array([label], np.int32))[0]
     error = float(np.abs(fit.astype(np.float32) - source).mean() / 255.0)
     return Style(z, int(label), np.asarray(source, np.uint8), fit, error)

@@ -15,7 +15,7 @@ from gan import batching, images
 from gan.digit_writer import DigitWriter, line_noise
 from gan.models import NOISE_DIM
 from gan.limits import (MAX_SEED, WriterError, check_count, check_flag, check_number,
-                        check_seed, whole)
+                        check_seed)
 
 # Upscaling of the picture on the page and in the download.
 SCALE = 2
@@ -61,7 +61,7 @@ def render(writer: DigitWriter, text: Any, styles: Any, seed: Any, verify: Any,
             if label not in LABELS:
                 raise WriterError(f"the digit drawn is one of {', '.join(LABELS)}, "
                                   f"got {label!r:.40}")
-            digit = None if label == READ_IT else whole("label", int(label), 0, 9)
+            digit = None if label == READ_IT else int(label)  # one of LABELS
             style, styles_int = writer.style_from(handwriting, digit, seed_int), 1
         number = writer.number(text, styles_int, seed_int, verify, style)
     except WriterError as e:
