@@ -14,7 +14,8 @@ def make_parser() -> cli.argparse.ArgumentParser:
     """The command line, one flag per setting (docs/cli.md lists them)."""
     p = cli.ArgumentParser(
         prog="app.py",
-        description="Serve a web page that writes numbers with the generator.",
+        description="Serve a web page that writes numbers with the generator (for a "
+        "generator of other classes than the digits: draws the classes picked).",
         formatter_class=cli.argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None,
                    help="a train.py --workdir or a generator.msgpack file (default: "

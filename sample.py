@@ -6,6 +6,7 @@
     python sample.py --interpolate digits --out morph.gif      # 0 -> 1 -> ... -> 9
     python sample.py --checkpoint runs/x --number 2026         # your own run
     python sample.py --number 2026 --style-from my7.png        # in your handwriting
+    python sample.py --checkpoint runs/fashion --classes Sneaker,Bag  # other data
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def make_parser() -> cli.argparse.ArgumentParser:
     p = cli.ArgumentParser(
         prog="sample.py",
         description="Write digits with a trained generator: a number in several "
-        "handwritings (--number), a grid with a row per digit (--digits), or a GIF "
-        "morphing between handwritings or digits (--interpolate).",
+        "handwritings (--number), a grid with a row per digit (--digits) or class "
+        "(--classes), or a GIF morphing between handwritings or digits "
+        "(--interpolate).",
         formatter_class=cli.argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None,
                    help="a train.py --workdir (its latest checkpoint is used) or a "
@@ -40,10 +42,16 @@ def make_parser() -> cli.argparse.ArgumentParser:
     p.add_argument("--styles", type=int, default=None,
                    help="handwritings: lines of --number, columns of --interpolate "
                    "(default: 4, or 1 with --style-from)")
-    p.add_argument("--digits", default="0123456789",
-                   help="grid mode: digits to write, one grid row each")
-    p.add_argument("--per-digit", type=int, default=10,
-                   help="grid mode: samples per digit (grid columns)")
+    p.add_argument("--digits", default=None,
+                   help="grid mode: digits to write, one grid row each (default: "
+                   "0123456789)")
+    p.add_argument("--classes", default=None,
+                   help="grid mode, for a generator of other data: classes to draw, "
+                   "one grid row each, by name or index, e.g. Sneaker,Bag or 7,8 "
+                   "(default: all)")
+    p.add_argument("--per-digit", "--per-class", type=int, default=10,
+                   dest="per_digit",
+                   help="grid mode: samples per digit or class (grid columns)")
     p.add_argument("--interpolate", choices=("styles", "digits"), default=None,
                    help="write a GIF: --number morphing through --styles "
                    "handwritings, or each digit turning into the next")
@@ -70,7 +78,8 @@ def make_parser() -> cli.argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=2, help="picture upscaling factor")
     p.add_argument("--npz", default=None,
                    help="also write the digits: images (uint8 [N,28,28]), labels "
-                   "(int [N]), and for --number each one's line and position")
+                   "(int [N]), class_names (label i is class_names[i]), and for "
+                   "--number each one's line and position")
     return p
 
 
@@ -95,6 +104,9 @@ def check_args(args) -> tuple[str, str | None]:
         cli.fail("--style-label and --show-fit go with --style-from")
     if args.style_from is not None and mode == "interpolate":
         cli.fail("--style-from is for --number and --digits, not --interpolate")
+    if args.classes is not None and (mode != "grid" or args.digits is not None):
+        cli.fail("--classes makes a grid: it goes without --number, --interpolate "
+                 "and --digits")
     if args.scale <= 0 or args.scale > 16:
         cli.fail(f"--scale must be between 1 and 16, got {args.scale}")
     # The Python API's rules and messages (gan.limits), checked before JAX loads.
@@ -106,9 +118,10 @@ def check_args(args) -> tuple[str, str | None]:
         if args.style_label is not None:
             limits.whole("style_label", args.style_label, 0, 9)
         if mode == "grid":
-            limits.check_digits(args.digits)
+            if args.digits is not None:
+                limits.check_digits(args.digits)
             limits.check_count("per_digit", args.per_digit, limits.MAX_IMAGES)
-            limits.check_work(len(args.digits) * args.per_digit)
+            limits.check_work(len(args.digits or "0123456789") * args.per_digit)
     except limits.WriterError as e:
         cli.fail(str(e))
     out = args.out or (None if args.npz else DEFAULT_OUT[mode])
@@ -148,15 +161,29 @@ def main(argv: list[str] | None = None) -> int:
             picture = images.number_image(number.images, args.scale)
             what = f"{args.number!r} in {args.styles} handwriting(s)"
         elif mode == "grid":
-            cells, redrawn = w.grid(args.digits, args.per_digit, args.seed, args.verify,
-                                    style)
-            arrays = {"images": cells.reshape(-1, 28, 28), "labels": np.repeat(
-                np.array([int(d) for d in args.digits], np.int32), args.per_digit)}
-            cols = min(args.per_digit, MAX_GRID_WIDTH // (28 * args.scale + 2))
-            picture = images.grid_image(cells[:, :cols].reshape(-1, 28, 28),
-                                        len(args.digits), cols, args.scale)
-            what = (f"{len(args.digits) * args.per_digit} digits ({args.digits} x "
-                    f"{args.per_digit})")
+            if args.digits is not None and not w.writes_digits:
+                raise digit_writer.WriterError(
+                    f"--digits is for a generator of digits; this one draws "
+                    f"{len(w.classes)} classes: choose them with --classes")
+            wanted = args.digits if args.classes is None else args.classes
+            if args.classes is not None and w.writes_digits:
+                wanted = args.classes.split(",")  # names or indices, as for others
+            rows = w.class_rows(wanted)
+            cells, redrawn = w.grid(rows, args.per_digit, args.seed, args.verify, style)
+            arrays = {"images": cells.reshape(-1, 28, 28),
+                      "labels": np.repeat(np.array(rows, np.int32), args.per_digit)}
+            names = [w.classes[r] for r in rows]
+            blocks = (1 if len(rows) <= images.ROWS_PER_BLOCK
+                      else -(-len(rows) // images.ROWS_PER_BLOCK))  # side by side
+            width = MAX_GRID_WIDTH // blocks - (blocks > 1) * images.NAME_WIDTH * args.scale
+            cols = max(1, min(args.per_digit, width // (28 * args.scale + 2)))
+            picture = (images.grid_image(cells[:, :cols].reshape(-1, 28, 28),
+                                         len(rows), cols, args.scale)
+                       if w.writes_digits else images.class_grid(
+                           cells[:, :cols].reshape(-1, 28, 28), names, args.scale))
+            kind = "digits" if w.writes_digits else "images"
+            shown = "".join(names) if w.writes_digits else ",".join(names)
+            what = f"{len(rows) * args.per_digit} {kind} ({shown} x {args.per_digit})"
             if cols < args.per_digit and out:
                 what += f"; the picture shows the first {cols} columns"
         else:
@@ -182,13 +209,15 @@ def main(argv: list[str] | None = None) -> int:
             images.save_png(out, picture)
         if args.npz:
             buffer = io.BytesIO()  # np.savez on a name would add .npz to it
-            np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+            np.savez_compressed(buffer, class_names=np.asarray(w.classes),
+                                **{k: np.asarray(v) for k, v in arrays.items()})
             files.write_bytes(args.npz, buffer.getvalue())
     except OSError as e:
         cli.fail(f"cannot write output: {e}")
     source = f"step {w.step}" + (" (EMA)" if w.averaged else "")
     targets = " and ".join(p for p in (out, args.npz) if p)
-    verified = (f"; {redrawn} {'line' if mode == 'number' else 'digit'}(s) redrawn "
+    unit = "line" if mode == "number" else "digit" if w.writes_digits else "image"
+    verified = (f"; {redrawn} {unit}(s) redrawn "
                 "after the classifier misread them" if args.verify else "")
     print(f"wrote {what} from {source} to {targets}{verified}")
     return 0

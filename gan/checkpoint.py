@@ -40,6 +40,8 @@ class Restored:
     key: jax.Array
     step: int
     config: Config
+    classes: tuple[str, ...] = record.DIGITS  # the run's (gan.record.classes_of)
+    dataset: str = record.MNIST
 
 
 def kept_record(workdir: str, step: int | None = None
@@ -155,11 +157,11 @@ def restore(workdir: str, step: int | None = None) -> Restored:
     if not os.path.isdir(workdir):
         raise CheckpointError(f"checkpoint path {workdir} is not a folder")
     try:
-        config, problem = record.load_config(workdir), None
+        saved, problem = record.load(workdir), None
     except CheckpointError as e:  # the checkpoint's own record may stand in
-        config, problem = None, e
+        saved, problem = None, e
     if not os.path.isdir(os.path.join(workdir, CHECKPOINT_DIR)):
-        if problem is None and config is None:
+        if problem is None and saved is None:
             raise CheckpointError(f"{workdir} holds no {record.CONFIG_FILE}: not a "
                                   "train.py workdir")
         raise problem or CheckpointError(f"{workdir} holds no checkpoints yet")
@@ -168,24 +170,25 @@ def restore(workdir: str, step: int | None = None) -> Restored:
         step = mngr.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"{workdir} holds no complete checkpoint")
-        if config is None:
+        if saved is None:
             kept = kept_record(workdir, step)
             if kept is None:
                 raise problem or CheckpointError(
                     f"{workdir} holds no {record.CONFIG_FILE}, and checkpoint "
                     f"{step} no copy of it")
-            config = record.config_of(kept[1])
-        return _read(mngr, step, config, f"checkpoint {step} in {workdir}")
+            saved = kept[1]
+        return _read(mngr, step, saved, f"checkpoint {step} in {workdir}")
     finally:
         mngr.close()
 
 
-def _read(mngr: ocp.CheckpointManager, step: int, config: Config, what: str
-          ) -> Restored:
-    """The states of checkpoint `step`, checked against `config`'s model and
-    the saved checksum before and after Orbax reads them."""
+def _read(mngr: ocp.CheckpointManager, step: int, run_record: dict[str, Any],
+          what: str) -> Restored:
+    """The states of checkpoint `step`, checked against the model its run's
+    record describes and the saved checksum before and after Orbax reads them."""
+    config, classes = record.config_of(run_record), record.classes_of(run_record)
     # The fresh states give the tree structure, shapes and dtypes to restore into.
-    g_state, d_state = create_train_states(config, jax.random.key(0))
+    g_state, d_state = create_train_states(config, jax.random.key(0), len(classes))
     target = _payload(g_state, d_state, jax.random.key(config.seed))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
@@ -210,7 +213,7 @@ def _read(mngr: ocp.CheckpointManager, step: int, config: Config, what: str
     except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many types.
         raise CheckpointError(f"{what} cannot be loaded ({one_line(e)})") from None
     return Restored(g_state, d_state, jax.random.wrap_key_data(raw["key"]),
-                    int(d_state.step), config)
+                    int(d_state.step), config, classes, record.dataset_of(run_record))
 
 
 def _check_fits(abstract: Any, metadata: Any, what: str) -> None:

@@ -51,8 +51,8 @@ def _positive(obj: Any, *names: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class Config:
     """The training recipe (the seed's by default)."""
-    epochs: int = setting(30, "passes over the 60,000 training digits (may grow "
-                          "when resuming)")
+    epochs: int = setting(30, "passes over the training images (60,000 for MNIST; "
+                          "may grow when resuming)")
     batch_size: int = setting(100, "images per step, for D and for G", recipe=True)
     learning_rate: float = setting(2e-4, "Adam's initial step size, for both "
                                    "networks", recipe=True)
@@ -122,9 +122,13 @@ class RunOptions:
     """How a run is carried out: where, how long, what it writes on the way."""
     workdir: str = setting("runs/cdcgan", "folder for checkpoints, logs and "
                            "sample grids; an existing run there is resumed")
+    dataset: str = setting(
+        "mnist", "what to train on: mnist, a TFDS set of 28x28 grayscale images "
+        "(fashion_mnist, kmnist, emnist/letters, emnist/balanced, ...), or "
+        "folder:PATH, a subfolder of pictures per class (docs/datasets.md)")
     data_dir: str | None = setting(
         None, "TFDS data dir (default: $TFDS_DATA_DIR, then ~/tensorflow_datasets, "
-        "downloading if needed) or a folder holding the four MNIST IDX .gz files")
+        "downloading if needed) or a folder holding the dataset's four IDX files")
     max_steps: int | None = setting(None, "stop after this many steps in total "
                                     "(smoke runs)")
     keep: int = setting(3, "checkpoints kept")

@@ -5,8 +5,13 @@ app.py.
     writer = DigitWriter.load()                     # weights/generator.msgpack
     lines = writer.number("2026", styles=4).images  # uint8 [4, 4, 28, 28]
     grid = writer.grid("0123456789", per_digit=10)  # uint8 [10, 10, 28, 28]
+    writer.classes                                  # ("0", ..., "9"): what it draws
     mine = writer.style_from(Image.open("my7.png"))  # your handwriting
     writer.number("2026", style=mine)               # 2026 written in it
+
+A generator trained on other data (`train.py --dataset`) draws its classes:
+`grid(["Sneaker", "Bag"])` (names or indices) and `digit_morph` work for any,
+numbers and handwriting need the digits 0-9.
 
 Everything random follows from `seed`: the same call gives the same pixels.
 Every argument is checked (`gan.limits`, the rules sample.py and the web page
@@ -16,19 +21,20 @@ share): a bad one is a one-line `WriterError` (a ValueError).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from gan import handwriting, sampling, weights
-from gan.data import NUM_CLASSES
+from gan import datasets, handwriting, sampling, weights
+from gan.datasets import DIGITS
 from gan.handwriting import HandwritingError, Style
 # The request rules (shared with sample.py and the web page), re-exported here.
 from gan.limits import (MAX_FRAMES, MAX_IMAGES, MAX_NUMBER, MAX_STYLES,  # noqa: F401
                         WriterError, check_count, check_digits, check_flag,
                         check_number, check_seed, check_work, whole)
-from gan.models import NOISE_DIM
+from gan.models import NOISE_DIM, generator_classes
 
 # A verified digit must be read as itself with at least this probability.
 MIN_CONFIDENCE = 0.9
@@ -82,15 +88,24 @@ class DigitWriter:
 
     Args:
       variables: G's `params` and `batch_stats` (e.g. from `gan.weights.load`).
-      reader: reads digits for `verify=True`; default: the shipped classifier,
-        loaded when first needed.
+      reader: reads digits for `verify=True`; default: the shipped classifier
+        (another dataset's: `classifier.msgpack` beside `source`), loaded when
+        first needed.
+      classes: what label i draws (MNIST's digits "0" to "9" by default).
+      source: the generator file or workdir it came from.
     """
 
     def __init__(self, variables: Any, reader: Reader | None = None,
-                 step: int | None = None, averaged: bool = False):
+                 step: int | None = None, averaged: bool = False,
+                 classes: tuple[str, ...] = DIGITS, source: str | None = None,
+                 dataset: str = datasets.MNIST):
         self.variables, self._reader = variables, reader
         self.step, self.averaged = step, averaged
+        self.classes, self.source, self.dataset = tuple(classes), source, dataset
         self._classifier_params: Any = None
+        if generator_classes(variables) != len(self.classes):
+            raise WriterError(f"the generator draws {generator_classes(variables)} "
+                              f"classes, but {len(self.classes)} names were given")
 
     @classmethod
     def load(cls, path: str | None = None, raw: bool = False,
@@ -104,18 +119,63 @@ class DigitWriter:
           WriterError: `raw` is not True or False.
         """
         generator = weights.load(path, raw=check_flag("raw", raw))
-        return cls(generator.variables, reader, generator.step, generator.averaged)
+        return cls(generator.variables, reader, generator.step, generator.averaged,
+                   generator.classes, path or weights.SHIPPED, generator.dataset)
+
+    @property
+    def writes_digits(self) -> bool:
+        """Whether its classes are the digits 0-9 (numbers can be written)."""
+        return datasets.is_digits(self.classes)
 
     @property
     def classifier_params(self) -> Any:
-        """The shipped MNIST classifier's parameters, loaded when first needed."""
+        """The classifier's parameters, loaded when first needed: the shipped
+        one for MNIST, or for other data the one beside `source`
+        (`classifier.path_for`, trained by evaluate.py or train.py --eval-every)."""
         if self._classifier_params is None:
             from gan import classifier  # noqa: PLC0415
+            path = classifier.path_for(self.dataset, self.source or ".")
+            if path != classifier.SHIPPED and not os.path.exists(path):
+                raise WriterError(
+                    f"reading {datasets.describe(self.classes)} needs their "
+                    f"classifier, {path}, which is not there yet: `evaluate.py "
+                    f"--checkpoint {self.source}` trains it")
             try:
-                self._classifier_params = classifier.load(classifier.SHIPPED).params
+                loaded = classifier.check_made_for(classifier.load(path), path,
+                                                   self.classes)
             except classifier.ClassifierError as e:
                 raise WriterError(str(e)) from None
+            self._classifier_params = loaded.params
         return self._classifier_params
+
+    def _need_digits(self, what: str) -> None:
+        """Raises WriterError unless this generator draws the digits 0-9."""
+        if not self.writes_digits:
+            raise WriterError(f"{what} needs a generator of the digits 0-9; this one "
+                              f"draws {datasets.describe(self.classes)}: draw them in a grid")
+
+    def class_rows(self, wanted: Any) -> list[int]:
+        """Labels of a grid's rows: None for every class; for a digit generator a
+        string of digits ("2026"); else class names or indices, as a sequence or
+        one comma-separated string ("Sneaker,Bag")."""
+        if wanted is None:
+            return list(range(len(self.classes)))
+        if self.writes_digits and not isinstance(wanted, (list, tuple)):
+            return [int(c) for c in check_digits(wanted)]
+        items = wanted.split(",") if isinstance(wanted, str) else wanted
+        try:
+            items = list(items)
+        except TypeError:
+            raise WriterError(f"`digits` must be class names or indices, got "
+                              f"{wanted!r:.40}") from None
+        if not items:
+            raise WriterError("`digits` names no class")
+        try:
+            return [datasets.class_index(self.classes, item.strip()
+                                         if isinstance(item, str) else item)
+                    for item in items]
+        except ValueError as e:
+            raise WriterError(str(e)) from None
 
     @property
     def reader(self) -> Reader:
@@ -139,6 +199,7 @@ class DigitWriter:
           HandwritingError (a WriterError): no digit in the picture, a label
             that is not 0-9, or a digit the classifier cannot read surely.
         """
+        self._need_digits("handwriting")
         source = handwriting.prepare(picture)
         seed = check_seed(seed)
         if label is None:
@@ -149,29 +210,30 @@ class DigitWriter:
                     f"{float(confidence[0]):.0%} confidence; say which digit it is "
                     "(`label`)")
             label = int(read[0])
-        label = whole("label", label, 0, NUM_CLASSES - 1)
+        label = whole("label", label, 0, len(self.classes) - 1)
         return handwriting.fit_style(self.variables, self.classifier_params, source,
                                      label, seed)
 
     def draw(self, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """uint8 `[N, 28, 28]` for noise `[N, NOISE_DIM]` and labels: int `[N]`, or
-        float `[N, 10]` label vectors (one-hot rows give the int labels' digits)."""
+        float `[N, C]` label vectors (one-hot rows give the int labels' digits)."""
         return sampling.generate_uint8(self.variables, np.asarray(z, np.float32),
                                        np.asarray(labels))
 
-    def grid(self, digits: str = "0123456789", per_digit: int = 10, seed: int = 0,
+    def grid(self, digits: Any = None, per_digit: int = 10, seed: int = 0,
              verify: bool = False, style: Style | None = None
              ) -> tuple[np.ndarray, int]:
-        """A row per digit, a column per noise vector (the same down a column):
-        uint8 `[len(digits), per_digit, 28, 28]`, and the cells redrawn. With a
-        `style` (`style_from`) every cell is written in it."""
-        digits = check_digits(digits)
+        """A row per class, a column per noise vector (the same down a column):
+        uint8 `[rows, per_digit, 28, 28]`, and the cells redrawn. `digits`: the
+        rows (`class_rows`; default every class). With a `style` (`style_from`)
+        every cell is written in it."""
+        rows = self.class_rows(digits)
         per_digit = check_count("per_digit", per_digit, MAX_IMAGES)
         seed, verify = check_seed(seed), check_flag("verify", verify)
         check_style(style)
-        check_work(len(digits) * per_digit)
+        check_work(len(rows) * per_digit)
         key = jax.random.key(seed)
-        z, labels = sampling.digit_rows(key, [int(c) for c in digits], per_digit)
+        z, labels = sampling.digit_rows(key, rows, per_digit)
         if style is not None:
             z[:] = style.z
         images = self.draw(z, labels)
@@ -179,7 +241,7 @@ class DigitWriter:
         if verify:  # each misread cell on its own, with fresh noise
             images, redrawn, _ = self._verified(images, z, labels, key,
                                                 np.arange(len(labels)), style)
-        return images.reshape(len(digits), per_digit, 28, 28), redrawn
+        return images.reshape(len(rows), per_digit, 28, 28), redrawn
 
     def number(self, text: str, styles: int = 1, seed: int = 0,
                verify: bool = False, style: Style | None = None) -> Number:
@@ -189,6 +251,7 @@ class DigitWriter:
         text, styles = check_number(text), check_count("styles", styles, MAX_STYLES)
         seed, verify = check_seed(seed), check_flag("verify", verify)
         check_style(style)
+        self._need_digits("a number")
         key = jax.random.key(seed)
         positions, digits = cells(text)
         labels = np.tile(digits, styles)
@@ -211,6 +274,7 @@ class DigitWriter:
         text, styles = check_number(text), check_count("styles", styles, MAX_STYLES)
         frames_per_style = check_count("frames_per_style", frames_per_style, MAX_FRAMES)
         seed = check_seed(seed)
+        self._need_digits("a number")
         check_work(styles * frames_per_style * len(text.replace(" ", "")))
         noise = line_noise(jax.random.key(seed), styles)
         t = np.arange(frames_per_style) / frames_per_style
@@ -223,17 +287,19 @@ class DigitWriter:
 
     def digit_morph(self, styles: int = 8, frames_per_digit: int = 8,
                     seed: int = 0) -> np.ndarray:
-        """Each digit turning into the next, 0 to 1 to ... to 9 and back to 0, in
-        `styles` handwritings: uint8 `[10 * frames_per_digit, styles, 28, 28]`.
-        The label input moves in a straight line between one-hot vectors."""
+        """Each class turning into the next (the digits: 0 to 1 to ... to 9) and
+        back to the first, in `styles` handwritings: uint8 `[C * frames_per_digit, styles, 28,
+        28]` for C classes. The label input moves in a straight line between
+        one-hot vectors."""
         styles = check_count("styles", styles, MAX_STYLES)
         frames_per_digit = check_count("frames_per_digit", frames_per_digit, MAX_FRAMES)
         seed = check_seed(seed)
-        check_work(NUM_CLASSES * frames_per_digit * styles)
+        count = len(self.classes)
+        check_work(count * frames_per_digit * styles)
         t = (np.arange(frames_per_digit) / frames_per_digit)[:, None]
-        eye = np.eye(NUM_CLASSES, dtype=np.float32)
-        vectors = np.concatenate([(1 - t) * eye[d] + t * eye[(d + 1) % NUM_CLASSES]
-                                  for d in range(NUM_CLASSES)])  # [F, 10]
+        eye = np.eye(count, dtype=np.float32)
+        vectors = np.concatenate([(1 - t) * eye[d] + t * eye[(d + 1) % count]
+                                  for d in range(count)])        # [F, C]
         noise = line_noise(jax.random.key(seed), styles)
         drawn = self.draw(np.tile(noise, (len(vectors), 1)),
                           np.repeat(vectors, styles, axis=0).astype(np.float32))

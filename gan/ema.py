@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from gan import sampling
-from gan.data import NUM_CLASSES
-from gan.models import BN_MOMENTUM, NOISE_DIM, Generator
+from gan.models import BN_MOMENTUM, NOISE_DIM, Generator, generator_classes
 
 WARMUP = 10.0
 # Noise vectors (digits in turn) of the "recompute" forward pass: statistics of
@@ -65,15 +64,16 @@ def update(averages: tuple[Variables, ...], variables: Variables,
 def recompute_batch_stats(variables: Variables) -> Variables:
     """`variables` with BatchNorm statistics measured for its weights.
 
-    One train-mode forward pass over RECOMPUTE_SAMPLES noise vectors (digits in
+    One train-mode forward pass over RECOMPUTE_SAMPLES noise vectors (classes in
     turn, fixed seed: the result is a function of the weights). Starting from
     zero statistics, one BatchNorm update leaves `(1 - momentum) * batch_stat`,
     so dividing by `1 - momentum` gives the batch's own mean and variance.
     """
     z = jax.random.normal(jax.random.key(RECOMPUTE_SEED), (RECOMPUTE_SAMPLES, NOISE_DIM))
-    labels = jnp.arange(RECOMPUTE_SAMPLES) % NUM_CLASSES
+    num_classes = generator_classes(variables)
+    labels = jnp.arange(RECOMPUTE_SAMPLES) % num_classes
     zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
-    _, new = Generator().apply({"params": variables["params"], "batch_stats": zeros},
+    _, new = Generator(num_classes=num_classes).apply({"params": variables["params"], "batch_stats": zeros},
                                z, labels, train=True, mutable=["batch_stats"])
     stats = jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM), new["batch_stats"])
     return {"params": variables["params"], "batch_stats": stats}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from gan import files
 
@@ -95,22 +95,56 @@ def grid_image(images: np.ndarray, rows: int, cols: int, scale: int = 1, pad: in
     return Image.fromarray(canvas, mode="L")
 
 
-def save_grid(
-    path: str | os.PathLike[str], images_uint8: np.ndarray, rows: int, cols: int, scale: int = 1, pad: int = 2
-) -> None:
-    """Writes grid_image(images_uint8, rows, cols, scale, pad) atomically as a PNG.
+# Past this many classes a grid is wrapped into blocks of this many rows, and
+# each row is named (a row per class would make too tall a picture).
+ROWS_PER_BLOCK = 10
+# Width of the names left of each block's rows, in pixels before scaling.
+NAME_WIDTH = 72
+NAME_VALUE = 255
+NAME_SIZE = 12  # font size in pixels before scaling
 
-    Args:
-        path: Destination file.
-        images_uint8: uint8 [rows * cols, H, W] images in row-major order.
-        rows: Number of tile rows.
-        cols: Number of tile columns.
-        scale: Integer nearest-neighbour upscaling factor.
-        pad: Separator width in pixels.
+
+def class_grid(images: np.ndarray, classes: Sequence[str], scale: int = 1,
+               pad: int = 2) -> Image.Image:
+    """A row per class: uint8 `[len(classes) * cols, H, W]`, row-major.
+
+    Up to ROWS_PER_BLOCK classes this is `grid_image` (the seed's digit grid).
+    More are wrapped into blocks of ROWS_PER_BLOCK rows side by side, each row
+    named on its left (names longer than the space are cut).
     """
-    img = grid_image(images_uint8, rows, cols, scale=scale, pad=pad)
-    # format= is required: the temp file's .tmp suffix tells PIL nothing.
-    files.write_atomically(path, lambda tmp: img.save(tmp, format="PNG"))
+    arr = np.asarray(images)
+    count = len(classes)
+    if count <= ROWS_PER_BLOCK:
+        return grid_image(arr, count, len(arr) // max(count, 1), scale, pad)
+    cols = len(arr) // count
+    if cols * count != len(arr):
+        raise ValueError(f"got {len(arr)} images for {count} class rows")
+    blocks = -(-count // ROWS_PER_BLOCK)
+    rows = arr.reshape(count, cols, *arr.shape[1:])
+    blank = np.zeros((blocks * ROWS_PER_BLOCK - count, cols, *arr.shape[1:]), np.uint8)
+    rows = np.concatenate([rows, blank])
+    font = ImageFont.load_default(size=NAME_SIZE * scale)
+    pictures = []
+    for b in range(blocks):
+        part = rows[b * ROWS_PER_BLOCK:(b + 1) * ROWS_PER_BLOCK]
+        tiles = grid_image(part.reshape(-1, *arr.shape[1:]), ROWS_PER_BLOCK, cols,
+                           scale, pad)
+        names = Image.new("L", (NAME_WIDTH * scale, tiles.height), 0)
+        draw = ImageDraw.Draw(names)
+        tile_h = (tiles.height - pad) // ROWS_PER_BLOCK
+        for r, name in enumerate(classes[b * ROWS_PER_BLOCK:(b + 1) * ROWS_PER_BLOCK]):
+            text = name
+            while text and draw.textlength(text, font=font) > names.width - 8:
+                text = text[:-1]
+            draw.text((4, pad + r * tile_h + tile_h // 2), text, fill=NAME_VALUE,
+                      font=font, anchor="lm")
+        pictures += [names, tiles]
+    canvas = Image.new("L", (sum(p.width for p in pictures), pictures[1].height), 0)
+    x = 0
+    for picture in pictures:
+        canvas.paste(picture, (x, 0))
+        x += picture.width
+    return canvas
 
 
 def save_gif(frame_paths: Sequence[str | os.PathLike[str]], path: str | os.PathLike[str], duration_ms: int = 300) -> None:

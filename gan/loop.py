@@ -18,11 +18,11 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
-from gan import data, ema, parallel, weights
+from gan import datasets, ema, parallel, weights
 from gan.config import Config, RunOptions
 from gan.errors import TrainError, one_line
 from gan.reporting import PendingMetrics, Reporting
-from gan.run_setup import Run, load, make_scorer, run_line, set_up
+from gan.run_setup import Run, classifier_path, load, make_scorer, run_line, set_up
 from gan.training import (TrainState, learning_rate_schedule, train_step_on_data,
                           train_steps_on_data)
 from gan.workdir import Workdir
@@ -62,22 +62,24 @@ def train_and_evaluate(config: Config, options: RunOptions,
         it (a garbage-collector hook, say): the event is the sure way.
 
     Raises:
-      TrainError, data.DataError, CheckpointError: one-line problems.
+      TrainError, gan.data.DataError, CheckpointError: one-line problems.
       Interrupted: `stop` was set or Ctrl-C pressed; what ran is saved.
     """
     stop = stop or threading.Event()
     t_start, first_step_s = time.perf_counter(), float("nan")
     config, mesh, train_data, run_record = load(config, options)
-    reads = [*data.source_files(options.data_dir),
-             options.classifier if options.eval_every else None]
+    reads = [*datasets.source_files(options.dataset, options.data_dir),
+             classifier_path(options) if options.eval_every else None]
     with Workdir(options.workdir, run_record, options.keep, reads) as workdir:
         run, g_state, d_state = set_up(config, options, mesh, train_data, workdir.restored)
         scorer = make_scorer(options, train_data)
         say(run_line(run))
+        if options.dataset != datasets.MNIST:
+            say(datasets.data_line(options.dataset, train_data))
         pending, step = PendingMetrics(), run.start_step
         with Reporting(options.workdir, config, run.start_step, run.stop,
                        run.steps_per_epoch, learning_rate_schedule(config),
-                       options.progress) as reporting:
+                       options.progress, run.classes) as reporting:
             redo_interrupted_outputs(workdir, reporting, g_state, run)
             interrupted = False
             try:
@@ -189,7 +191,9 @@ def save_generator(workdir: Workdir, g_state: TrainState, step: int, run: Run
     variables = sampling_variables(g_state, run)
     path = os.path.join(workdir.path, weights.GENERATOR_FILE)
     try:
-        weights.save(path, variables, step, run.config, averaged=bool(g_state.ema))
+        weights.save(path, variables, step, run.config, averaged=bool(g_state.ema),
+                     classes=run.classes, dataset=datasets.check_name(
+                         run.options.dataset))
     except OSError as e:
         raise TrainError(f"cannot write {path}: {one_line(e)}") from None
     return variables

@@ -42,12 +42,26 @@ bias_init: Initializer = nn.initializers.zeros
 # ---------------------------------------------------------------------------
 
 
-def label_input(labels: jax.Array, dtype: Any) -> jax.Array:
-    """G's label input `[B, 10]`: the one-hot rows of int labels `[B]`, or label
-    vectors `[B, 10]` as given (blends of digits, for morphing one into another)."""
+def label_input(labels: jax.Array, dtype: Any, num_classes: int = NUM_CLASSES
+                ) -> jax.Array:
+    """G's label input `[B, C]`: the one-hot rows of int labels `[B]`, or label
+    vectors `[B, C]` as given (blends of classes, for morphing one into another)."""
     if labels.ndim == 2:
         return labels.astype(dtype)
-    return jax.nn.one_hot(labels, NUM_CLASSES, dtype=dtype)
+    return jax.nn.one_hot(labels, num_classes, dtype=dtype)
+
+
+def generator_classes(variables: Any) -> int:
+    """The class count C of a generator's variables (or params): its first layer
+    takes NOISE_DIM + C inputs. A shape, so static under jit."""
+    params = variables.get("params", variables)
+    return params["deconv1"]["kernel"].shape[2] - NOISE_DIM
+
+
+def discriminator_classes(params: Any) -> int:
+    """The class count C of a discriminator's params: its first layer takes the
+    image's channel and C label maps."""
+    return params["conv1"]["kernel"].shape[2] - 1
 
 
 def _plain_bn(name: str, train: bool) -> nn.BatchNorm:
@@ -57,12 +71,15 @@ def _plain_bn(name: str, train: bool) -> nn.BatchNorm:
 
 class PlainGenerator(nn.Module):
     """G(z, y) as the seed writes it: noise and one-hot label, three transposed
-    convolutions, BatchNorm and leaky ReLU between them, tanh at the end."""
+    convolutions, BatchNorm and leaky ReLU between them, tanh at the end.
+
+    `num_classes`: the seed's 10 digits, or a dataset's class count."""
+    num_classes: int = NUM_CLASSES
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array, train: bool = True
                  ) -> jax.Array:
-        x = jnp.concatenate([z, label_input(labels, z.dtype)],
+        x = jnp.concatenate([z, label_input(labels, z.dtype, self.num_classes)],
                             axis=-1)[:, None, None, :]                 # [B, 1, 1, 110]
         conv_t = functools.partial(nn.ConvTranspose, kernel_init=kernel_init,
                                    bias_init=bias_init)
@@ -77,16 +94,20 @@ class PlainGenerator(nn.Module):
 
 
 class PlainDiscriminator(nn.Module):
-    """D(x, y) as the seed writes it: the image with ten one-hot label maps
-    stacked on, three convolutions, BatchNorm after the second; a logit `[B]`."""
+    """D(x, y) as the seed writes it: the image with a one-hot label map per
+    class (the seed's ten) stacked on, three convolutions, BatchNorm after the second; a logit `[B]`.
+
+    `num_classes`: as `PlainGenerator`."""
+    num_classes: int = NUM_CLASSES
 
     @nn.compact
     def __call__(self, images: jax.Array, labels: jax.Array, train: bool = True
                  ) -> jax.Array:
         b, h, w, _ = images.shape
-        maps = jnp.broadcast_to(jax.nn.one_hot(labels, NUM_CLASSES)[:, None, None, :],
-                                (b, h, w, NUM_CLASSES))
-        x = jnp.concatenate([images, maps], axis=-1)                   # [B, 28, 28, 11]
+        c = self.num_classes
+        maps = jnp.broadcast_to(jax.nn.one_hot(labels, c)[:, None, None, :],
+                                (b, h, w, c))
+        x = jnp.concatenate([images, maps], axis=-1)                   # [B, 28, 28, 1 + C]
         conv = functools.partial(nn.Conv, kernel_init=kernel_init, bias_init=bias_init)
         x = nn.leaky_relu(conv(128, (5, 5), strides=(2, 2), padding="SAME",
                                name="conv1")(x), LEAK)                 # [B, 14, 14, 128]
@@ -157,13 +178,16 @@ class Generator(nn.Module):
     `[B, 28, 28, 1]` image in [-1, 1].
 
     `dtype`: compute precision of the convolutions ("float32" or "bfloat16").
+    `num_classes`: as `PlainGenerator`.
     """
     dtype: str = "float32"
+    num_classes: int = NUM_CLASSES
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array, train: bool = True
                  ) -> jax.Array:
-        x = jnp.concatenate([z, label_input(labels, z.dtype)], axis=-1)  # [B, 110]
+        x = jnp.concatenate([z, label_input(labels, z.dtype, self.num_classes)],
+                            axis=-1)                                   # [B, 110]
         # nn.ConvTranspose(256, (7, 7), padding='VALID') of the [B, 1, 1, 110] input.
         conv = functools.partial(Conv, dtype=self.dtype)
         x = conv(256, 7, layers.conv_transpose_from_1x1, name="deconv1")(x)  # [B, 7, 7, 256]
@@ -181,9 +205,11 @@ class Discriminator(nn.Module):
     real/fake logit `[B]`.
 
     `groups=2` with `concat([real, fake])` runs BatchNorm per half, the same as two
-    calls (real first), with bigger matrix products. `dtype` as `Generator`.
+    calls (real first), with bigger matrix products. `dtype`, `num_classes` as
+    `Generator`.
     """
     dtype: str = "float32"
+    num_classes: int = NUM_CLASSES
 
     @nn.compact
     def __call__(self, images: jax.Array, labels: jax.Array, train: bool = True,
@@ -191,7 +217,8 @@ class Discriminator(nn.Module):
         # nn.Conv(128, (5, 5), strides=2, padding='SAME') on concat(image, one-hot maps).
         conv = functools.partial(Conv, dtype=self.dtype)
         x = conv(128, 5, layers.conv_with_onehot_channels,
-                 in_features=images.shape[-1] + NUM_CLASSES, name="conv1")(images, labels)
+                 in_features=images.shape[-1] + self.num_classes,
+                 name="conv1")(images, labels)
         x = jax.nn.leaky_relu(x, LEAK)                                 # [B, 14, 14, 128]
         # nn.Conv(256, (5, 5), strides=(2, 2), padding='SAME').
         conv2 = functools.partial(layers.conv_same, stride=2)

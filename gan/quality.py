@@ -1,4 +1,5 @@
-"""Sample quality in numbers, judged by the MNIST classifier (`gan.classifier`).
+"""Sample quality in numbers, judged by a classifier of the dataset
+(`gan.classifier`; MNIST's is shipped). "Digit" below stands for any class.
 
 - Conditional accuracy: the classifier reads the digit that was requested.
 - Cross-entropy of the classifier's prediction against the requested digit.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any
 
 import jax
@@ -22,7 +24,7 @@ import numpy as np
 
 from gan import classifier, ema, sampling
 from gan.config import EMA_BATCH_STATS, Config
-from gan.data import NUM_CLASSES
+from gan.datasets import DIGITS, Labelled
 from gan.models import NOISE_DIM
 
 NUM_SAMPLES = 10_000   # 1,000 per digit
@@ -126,7 +128,7 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = K_NEIGHBOURS
 
 @dataclasses.dataclass
 class Reference:
-    """The real digits a sample set is compared with, in feature space."""
+    """The real images a sample set is compared with, in feature space."""
     test_features: np.ndarray        # [N_test, FEATURE_DIM]
     test_labels: np.ndarray          # [N_test]
     test: Gaussian
@@ -150,6 +152,7 @@ def make_reference(params: Any, train: tuple[np.ndarray, np.ndarray],
     is compared with the floor of a real set of the same size.
     """
     test_x, test_y = test
+    num_classes = classifier.classes_in(params)
     logits, test_feat = classifier.predict(params, test_x)
     acc = float(np.mean(logits.argmax(1) == test_y))
     rng = np.random.default_rng(seed)
@@ -158,14 +161,14 @@ def make_reference(params: Any, train: tuple[np.ndarray, np.ndarray],
     real_y = train[1][pick]
     test_g = fit_gaussian(test_feat)
     per_digit = [fit_gaussian(test_feat[test_y == d]) if np.sum(test_y == d) > 1
-                 else None for d in range(NUM_CLASSES)]
+                 else None for d in range(num_classes)]
     real_pr = (precision_recall(test_feat, real_feat) if with_precision_recall
                else (float("nan"), float("nan")))
     return Reference(
         test_features=test_feat, test_labels=np.asarray(test_y), test=test_g,
         test_per_digit=per_digit, floor=frechet_distance(fit_gaussian(real_feat), test_g),
         floor_per_digit=[_digit_distance(real_feat, real_y, d, per_digit[d])
-                         for d in range(NUM_CLASSES)],
+                         for d in range(num_classes)],
         num_real=num_real, classifier_accuracy=acc,
         real_precision=real_pr[0], real_recall=real_pr[1])
 
@@ -191,17 +194,18 @@ def score(params: Any, images_u8: np.ndarray, requested: np.ndarray,
       real training digits), `num_samples`, `classifier_test_accuracy`.
     """
     requested = np.asarray(requested)
+    num_classes = classifier.classes_in(params)
     logits, feats = classifier.predict(params, images_u8)
     correct = logits.argmax(1) == requested
     log_probs = jax.nn.log_softmax(jnp.asarray(logits), axis=1)
     ce = -float(np.mean(np.take_along_axis(np.asarray(log_probs),
                                            requested[:, None], 1)))
     per_digit_acc = [float(correct[requested == d].mean()) if np.any(requested == d)
-                     else float("nan") for d in range(NUM_CLASSES)]
+                     else float("nan") for d in range(num_classes)]
     worst = int(np.nanargmin(per_digit_acc))
     fd = frechet_distance(fit_gaussian(feats), reference.test)
     per_digit_fd = [_digit_distance(feats, requested, d, reference.test_per_digit[d])
-                    for d in range(NUM_CLASSES)]
+                    for d in range(num_classes)]
     result = {
         "num_samples": int(len(requested)),
         "classifier_test_accuracy": reference.classifier_accuracy,
@@ -229,12 +233,13 @@ def score(params: Any, images_u8: np.ndarray, requested: np.ndarray,
 # --------------------------------------------------------------------------
 
 
-def sample_inputs(num_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Noise `[N, NOISE_DIM]` and labels `[N]`: digits in turn (0, 1, ..., 9, 0, ...),
-    so 10,000 samples are 1,000 per digit."""
+def sample_inputs(num_samples: int, seed: int, num_classes: int = len(DIGITS)
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Noise `[N, NOISE_DIM]` and labels `[N]`: the classes in turn (0, 1, ...,
+    C - 1, 0, ...), so MNIST's 10,000 samples are 1,000 per digit."""
     z = np.asarray(jax.random.normal(jax.random.key(seed), (num_samples, NOISE_DIM)),
                    np.float32)
-    labels = (np.arange(num_samples) % NUM_CLASSES).astype(np.int32)
+    labels = (np.arange(num_samples) % num_classes).astype(np.int32)
     return z, labels
 
 
@@ -242,7 +247,7 @@ def evaluate_generator(g_variables: Any, params: Any, reference: Reference,
                        num_samples: int = NUM_SAMPLES, seed: int = 0,
                        with_precision_recall: bool = True) -> dict[str, Any]:
     """Samples `num_samples` digits (eval-mode BatchNorm) and scores them."""
-    z, labels = sample_inputs(num_samples, seed)
+    z, labels = sample_inputs(num_samples, seed, classifier.classes_in(params))
     images = sampling.generate_uint8(g_variables, z, labels)
     return score(params, images, labels, reference, with_precision_recall)
 
@@ -262,14 +267,15 @@ def json_ready(result: dict[str, Any]) -> dict[str, Any]:
     return {k: clean(v) for k, v in result.items()}
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """A readable summary of `score`'s dict."""
+def format_table(result: dict[str, Any], classes: tuple[str, ...] = DIGITS) -> str:
+    """A readable summary of `score`'s dict; rows named by `classes`."""
     pct = lambda v: f"{100 * v:6.2f}%"  # noqa: E731
     lines = [
         f"samples                {result['num_samples']} "
         f"(classifier test accuracy {pct(result['classifier_test_accuracy']).strip()})",
         f"conditional accuracy   {pct(result['conditional_accuracy'])}   "
-        f"worst digit {result['worst_digit']}: "
+        f"worst {'digit' if classes == DIGITS else 'class'} "
+        f"{classes[result['worst_digit']]}: "
         f"{pct(result['worst_digit_accuracy']).strip()}",
         f"cross-entropy          {result['cross_entropy']:7.4f}",
         f"Frechet distance       {result['frechet_distance']:7.3f}   "
@@ -277,30 +283,38 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     if "precision" in result:
         lines.append(f"precision / recall     {result['precision']:7.4f} / "
-                     f"{result['recall']:.4f}   (k = {K_NEIGHBOURS}; real digits: "
+                     f"{result['recall']:.4f}   (k = {K_NEIGHBOURS}; real "
+                     f"{'digits' if classes == DIGITS else 'images'}: "
                      f"{result['real_precision']:.4f} / {result['real_recall']:.4f})")
-    lines += ["", "digit  accuracy  Frechet  floor   ratio"]
-    for d in range(NUM_CLASSES):
+    width = max(5, *(len(c) for c in classes))
+    kind = "digit" if classes == DIGITS else "class"
+    lines += ["", f"{kind:<{width + 2}} accuracy  Frechet  floor   ratio"]
+    for d, name in enumerate(classes):
         fd, floor = result["per_digit_frechet"][d], result["per_digit_floor"][d]
-        lines.append(f"  {d}    {pct(result['per_digit_accuracy'][d])}  "
+        lines.append(f"  {name:<{width}} {pct(result['per_digit_accuracy'][d])}  "
                      f"{fd:7.3f}  {floor:6.3f}  {_ratio(fd, floor):5.2f}")
     return "\n".join(lines)
 
 
 class EpochScorer:
     """`train.py --eval-every`: QUICK_SAMPLES samples of G and of its weight
-    averages scored against real digits at epoch ends."""
+    averages scored against real images at epoch ends."""
 
-    def __init__(self, classifier_path: str | None, data_dir: str | None,
-                 train_data: tuple[np.ndarray, np.ndarray],
-                 say: Any | None = None):
-        from gan import data  # noqa: PLC0415 - TFDS only when scoring.
-        clf = classifier.load_or_train(classifier_path or classifier.SHIPPED,
-                                       data_dir, progress=say)
+    def __init__(self, classifier_path: str, dataset: str, data_dir: str | None,
+                 train_data: Labelled | None, say: Any | None = None):
+        from gan import datasets  # noqa: PLC0415 - TFDS only when scoring.
+        train_data = train_data or datasets.load(dataset, data_dir, "train")
+        # A cached classifier is checked before the test split is read; a new
+        # one is trained with it.
+        test_data = (None if os.path.exists(os.path.expanduser(classifier_path))
+                     else datasets.load(dataset, data_dir, "test"))
+        clf = classifier.load_or_train(classifier_path, data_dir, say, dataset,
+                                       train_data, test_data)
+        test_data = test_data or datasets.load(dataset, data_dir, "test")
         self._params = clf.params
-        self._reference = make_reference(clf.params, train_data,
-                                         data.load_mnist(data_dir, "test"),
-                                         QUICK_SAMPLES, with_precision_recall=False)
+        self._reference = make_reference(clf.params, train_data.arrays,
+                                         test_data.arrays, QUICK_SAMPLES,
+                                         with_precision_recall=False)
 
     def score(self, g_variables: dict[str, Any], suffix: str = "") -> dict[str, float]:
         """`cond_acc<suffix>` and `fd_ratio<suffix>` of one generator."""

@@ -12,22 +12,53 @@ from typing import Any
 
 from gan import files
 from gan.config import Config, recipe_fields
+from gan.datasets import DIGITS, MNIST, describe
 from gan.errors import CheckpointError, TrainError
 
 CONFIG_FILE = "config.json"
 # The key of the training data's fingerprint (`gan.data.fingerprint`).
 DATA_KEY = "training_data"
+# The keys of the dataset's name (`--dataset`) and its class names; records
+# from before them are MNIST's.
+DATASET_KEY = "dataset"
+CLASSES_KEY = "classes"
+
 # Saved configs from before the weight average had none: they read as 0.
 LEGACY_FIELDS = {"ema_decay": 0.0}
 
 
-def make(config: Config, data_fingerprint: dict[str, Any] | None = None
-         ) -> dict[str, Any]:
-    """What identifies a run: its config's fields, plus its data's fingerprint."""
+def make(config: Config, data_fingerprint: dict[str, Any] | None = None,
+         dataset: str = MNIST, classes: tuple[str, ...] = DIGITS) -> dict[str, Any]:
+    """What identifies a run: its config's fields, its data's fingerprint, the
+    dataset's name and its class names."""
     record = dataclasses.asdict(config)
     if data_fingerprint is not None:
         record[DATA_KEY] = data_fingerprint
+    record[DATASET_KEY], record[CLASSES_KEY] = dataset, list(classes)
     return record
+
+
+def classes_of(record: dict[str, Any]) -> tuple[str, ...]:
+    """The class names of a run's record (MNIST's digits in older records)."""
+    return check_classes(record.get(CLASSES_KEY))
+
+
+def dataset_of(record: dict[str, Any]) -> str:
+    """The dataset name of a run's record (`mnist` in older records)."""
+    return str(record.get(DATASET_KEY) or MNIST)
+
+
+def check_classes(classes: Any) -> tuple[str, ...]:
+    """Saved class names as a tuple (None: MNIST's digits); ValueError unless
+    they are at least two distinct texts."""
+    if classes is None:
+        return DIGITS
+    if (not isinstance(classes, list) or len(classes) < 2
+            or not all(isinstance(c, str) for c in classes)
+            or len(set(classes)) != len(classes)):
+        raise ValueError(f"holds class names {classes!r:.80}, not a list of distinct "
+                         "texts")
+    return tuple(classes)
 
 
 def save(workdir: str, record: dict[str, Any] | Config) -> None:
@@ -65,6 +96,7 @@ def check(record: Any) -> None:
     """Raises ValueError (or TypeError) unless `record` is a run's record: a
     valid config, and a data fingerprint with an image count if any."""
     config_of(record)
+    check_classes(record.get(CLASSES_KEY))
     data = record.get(DATA_KEY)
     if data is not None and not (isinstance(data, dict)
                                  and isinstance(data.get("examples"), int)):
@@ -95,6 +127,11 @@ def check_continues(workdir: str, saved: dict[str, Any], record: dict[str, Any]
                 if "ema_decay" in changed and not old.ema_decay else "")
         raise TrainError(f"{workdir} holds a run with {names}{hint}; resume it "
                          "with those values or use a new `workdir`")
+    if classes_of(saved) != classes_of(record):
+        raise TrainError(f"{workdir} holds a run on other classes "
+                         f"({describe(classes_of(saved))}; `dataset` "
+                         f"{dataset_of(record)} has {describe(classes_of(record))}); "
+                         "resume it on its own data or use a new `workdir`")
     was, now = saved.get(DATA_KEY), record.get(DATA_KEY)
     if was and now and any(was[k] != now[k] for k in was.keys() & now.keys()):
         order = (" (the same digits in another order count as other data: the TFDS "

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from gan import images, parallel, run_log, sampling
 from gan.config import Config
+from gan.datasets import DIGITS, describe
 from gan.errors import TrainError, one_line
 
 METRICS_FILE = "metrics.jsonl"
@@ -41,8 +42,10 @@ GIF_FILE = "progress.gif"
 GRID_SCALE = 2
 # grids/epoch_NNN.png (three digits or more).
 FRAME_NAME = re.compile(r"epoch_(\d{3,})\.png")
-# TensorBoard tag of the epoch-end 10x10 sample grid.
+# TensorBoard tag of the epoch-end sample grid (a row per class).
 GRID_TAG = "samples"
+# TensorBoard tag of the class names, written once at a run's start.
+CLASSES_TAG = "classes"
 
 
 def tag(name: str) -> str:
@@ -91,8 +94,10 @@ class Reporting:
     """
 
     def __init__(self, workdir: str, config: Config, start_step: int, stop: int,
-                 steps_per_epoch: int, schedule: Any, progress: bool):
+                 steps_per_epoch: int, schedule: Any, progress: bool,
+                 classes: tuple[str, ...] = DIGITS):
         self.workdir, self.config, self.schedule = workdir, config, schedule
+        self.classes = classes
         self.steps_per_epoch = steps_per_epoch
         self.primary = parallel.is_primary()
         self.start_step, self.stop, self.progress = start_step, stop, progress
@@ -106,6 +111,9 @@ class Reporting:
             try:
                 self._events = self._writing("TensorBoard events", _EventFile,
                                              self.workdir, self.start_step)
+                if not self.start_step:  # what the grid's rows are
+                    self._writing("TensorBoard events", self._events.text, 0,
+                                  CLASSES_TAG, describe(self.classes, most=100))
             except BaseException:
                 self._log.close()
                 raise
@@ -188,19 +196,19 @@ class Reporting:
         if not self.primary:
             return
         grid = sampling.generate_uint8(variables, *grid_inputs)
-        self._writing(GRID_FILE, images.save_grid, self._path(GRID_FILE), grid, 10, 10,
-                      GRID_SCALE)
+        picture = images.class_grid(grid, self.classes, GRID_SCALE)
+        self._writing(GRID_FILE, images.save_png, self._path(GRID_FILE), picture)
         if epoch is not None:
             frame = self.frame_path(epoch)
             self._writing(GRID_DIR, os.makedirs, os.path.dirname(frame), 0o777, True)
-            self._writing(frame, images.save_grid, frame, grid, 10, 10, GRID_SCALE)
+            self._writing(frame, images.save_png, frame, picture)
             self._writing(GIF_FILE, images.save_gif, grid_frames(self.workdir),
                           self._path(GIF_FILE))
         self._writing(CURVE_FILE, run_log.plot_losses, self._path(METRICS_FILE),
                       self._path(CURVE_FILE))
         if epoch is not None:
             self._writing("TensorBoard events", self._events.image, step,
-                          np.asarray(images.grid_image(grid, 10, 10)))
+                          np.asarray(images.class_grid(grid, self.classes)))
 
     def has_grid_image(self, step: int) -> bool:
         """Whether an earlier process of the run wrote the TensorBoard grid of
@@ -263,6 +271,10 @@ class _EventFile:
     def scalars(self, step: int, values: dict[str, float]) -> None:
         for name, value in values.items():
             self._add(step, tb_summary.scalar(tag(name), value))
+        self._writer.flush()
+
+    def text(self, step: int, name: str, text: str) -> None:
+        self._add(step, tb_summary.text(name, text))
         self._writer.flush()
 
     def image(self, step: int, image: np.ndarray) -> None:

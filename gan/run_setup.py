@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm import tqdm
 
-from gan import data, parallel, record, sampling
+from gan import data, datasets, parallel, record, sampling
 from gan.config import Config, RunOptions
 from gan.errors import TrainError
 from gan.training import TrainState, create_train_states
@@ -33,6 +33,7 @@ class Run:
     total: int                      # steps of all `epochs`
     steps_per_epoch: int
     grid_inputs: tuple[np.ndarray, np.ndarray]  # noise and labels of the grids
+    classes: tuple[str, ...]        # the dataset's class names (label i is classes[i])
 
 
 def _shards_read(config: Config) -> int:
@@ -41,10 +42,10 @@ def _shards_read(config: Config) -> int:
 
 
 def load(config: Config, options: RunOptions
-         ) -> tuple[Config, Mesh, tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+         ) -> tuple[Config, Mesh, datasets.Labelled, dict[str, Any]]:
     """The recipe with `data_shards` set, the device mesh, the training data
-    this process reads (all of it, or its shard in a multi-process run), and
-    the run's record (`gan.record.make`)."""
+    this process reads (all of it, or its shard in a multi-process run) with
+    its class names, and the run's record (`gan.record.make`)."""
     config = config.with_shards(jax.process_count())
     try:
         mesh = parallel.make_mesh(options.devices)
@@ -56,13 +57,20 @@ def load(config: Config, options: RunOptions
                          f"processes, got {config.data_shards}")
     shard = ((jax.process_index(), config.data_shards) if jax.process_count() > 1
              else None)
-    train_data = data.load_mnist(options.data_dir, "train", shard=shard)
-    n = len(train_data[1]) * _shards_read(config)
+    dataset = datasets.check_name(options.dataset)
+    folder = datasets.folder_of(dataset)
+    if folder is not None and datasets.inside(options.workdir, folder):
+        raise TrainError(f"`workdir` {options.workdir} lies inside the dataset folder "
+                         f"{folder}: its pictures would become training data")
+    train_data = datasets.load(dataset, options.data_dir, "train", shard=shard)
+    n = len(train_data.labels) * _shards_read(config)
     if config.batch_size > n:
         raise TrainError(f"`batch_size` {config.batch_size} is larger than the "
                          f"{n} training images")
-    return config, mesh, train_data, record.make(config, data.fingerprint(
-        train_data[1], n))
+    pictures = train_data.images if folder is not None else None  # MNIST: labels only
+    return config, mesh, train_data, record.make(
+        config, data.fingerprint(train_data.labels, n, pictures), dataset,
+        train_data.classes)
 
 
 def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -72,11 +80,11 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 def set_up(config: Config, options: RunOptions, mesh: Mesh,
-           train_data: tuple[np.ndarray, np.ndarray], restored: Any
+           train_data: datasets.Labelled, restored: Any
            ) -> tuple[Run, TrainState, TrainState]:
     """The run, and the states to start from (`restored`, or fresh), placed on
     the mesh: states replicated, the data split into its shards."""
-    images, labels = train_data
+    images, labels, classes = train_data.images, train_data.labels, train_data.classes
     n = len(labels) * _shards_read(config)
     steps_per_epoch = (n // config.data_shards) // (config.batch_size // config.data_shards)
     total = config.epochs * steps_per_epoch
@@ -84,7 +92,7 @@ def set_up(config: Config, options: RunOptions, mesh: Mesh,
     if restored is not None:
         g_state, d_state, train_key = restored.g_state, restored.d_state, restored.key
     else:
-        g_state, d_state = create_train_states(config, init_key)
+        g_state, d_state = create_train_states(config, init_key, len(classes))
     # Replicated on every device; the step splits the batch (gan.parallel).
     g_state, d_state, train_key = parallel.replicate((g_state, d_state, train_key), mesh)
     images_dev, labels_dev = parallel.shard_dataset(
@@ -92,22 +100,30 @@ def set_up(config: Config, options: RunOptions, mesh: Mesh,
     start = int(d_state.step)
     run = Run(config, options, mesh, train_key, images_dev, labels_dev, start,
               min(total, options.max_steps or total), total, steps_per_epoch,
-              sampling.grid_inputs(grid_key))
+              sampling.grid_inputs(grid_key, len(classes)), classes)
     return run, g_state, d_state
 
 
-def make_scorer(options: RunOptions, train_data: tuple[np.ndarray, np.ndarray]
-                ) -> Any:
+def make_scorer(options: RunOptions, train_data: datasets.Labelled) -> Any:
     """The `eval_every` scorer (`gan.quality.EpochScorer`), on process 0 only."""
     if not (options.eval_every and parallel.is_primary()):
         return None
     from gan import classifier, quality  # noqa: PLC0415 - only when asked.
     say_line = (lambda m: tqdm.write(m, file=sys.stderr)) if options.progress else None
     try:
-        return quality.EpochScorer(options.classifier, options.data_dir, train_data,
-                                   say_line)
-    except classifier.ClassifierError as e:
+        # A process of several holds a shard: the scorer reads the whole split.
+        return quality.EpochScorer(
+            classifier_path(options), options.dataset, options.data_dir,
+            train_data if jax.process_count() == 1 else None, say_line)
+    except (classifier.ClassifierError, data.DataError) as e:
         raise TrainError(str(e)) from None
+
+
+def classifier_path(options: RunOptions) -> str:
+    """The `eval_every` classifier: as given, else MNIST's shipped one, else
+    the run's own (`classifier.msgpack` in the workdir)."""
+    from gan import classifier  # noqa: PLC0415 - only when asked.
+    return options.classifier or classifier.path_for(options.dataset, options.workdir)
 
 
 def run_line(run: Run) -> str:

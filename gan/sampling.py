@@ -10,15 +10,14 @@ import numpy as np
 
 from gan import batching
 from gan.images import to_uint8
-from gan.data import NUM_CLASSES
-from gan.models import NOISE_DIM, Generator
-
+from gan.models import NOISE_DIM, Generator, generator_classes
 
 
 @jax.jit
 def generate(variables: Any, z: jax.Array, labels: jax.Array) -> jax.Array:
     """G(z, labels) with running BatchNorm statistics: `[B, 28, 28, 1]` in [-1, 1]."""
-    return Generator().apply(variables, z, labels, train=False)
+    return Generator(num_classes=generator_classes(variables)).apply(
+        variables, z, labels, train=False)
 
 
 def generate_uint8(variables: Any, z: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -49,9 +48,13 @@ def digit_rows(key: jax.Array, digits: Sequence[int], per_digit: int
     return z, labels
 
 
-def grid_inputs(key: jax.Array) -> tuple[np.ndarray, np.ndarray]:
-    """The seed's 10x10 progress grid: row r is digit r."""
-    return digit_rows(key, range(NUM_CLASSES), NUM_CLASSES)
+# Columns of a run's progress grid (the seed's 10x10 grid for its 10 digits).
+GRID_COLUMNS = 10
+
+
+def grid_inputs(key: jax.Array, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A run's progress grid: row r is class r, GRID_COLUMNS noise vectors."""
+    return digit_rows(key, range(num_classes), GRID_COLUMNS)
 
 
 def g_variables(g_state: Any) -> dict[str, Any]:

@@ -15,9 +15,8 @@ from jax.sharding import Mesh
 
 from gan import ema, parallel
 from gan.config import Config
-from gan.data import to_float
-from gan.data import NUM_CLASSES
-from gan.models import NOISE_DIM, Discriminator, Generator
+from gan.data import NUM_CLASSES, to_float
+from gan.models import NOISE_DIM, Discriminator, Generator, discriminator_classes
 
 Metrics = dict[str, jax.Array]
 
@@ -59,10 +58,11 @@ def _adam(learning_rate: float, decay_steps: int, decay_rate: float, beta1: floa
 
 
 @functools.lru_cache(maxsize=None)
-def _networks(dtype: str) -> tuple[Generator, Discriminator]:
-    """One (G, D) per compute dtype: a state's `apply_fn` is static, part of the
-    train step's cache key, like its optimizer (`_adam`)."""
-    return Generator(dtype), Discriminator(dtype)
+def _networks(dtype: str, num_classes: int) -> tuple[Generator, Discriminator]:
+    """One (G, D) per compute dtype and class count: a state's `apply_fn` is
+    static, part of the train step's cache key, like its optimizer (`_adam`)."""
+    return (Generator(dtype, num_classes=num_classes),
+            Discriminator(dtype, num_classes=num_classes))
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -72,15 +72,17 @@ def _init(module: nn.Module, key: jax.Array, *inputs: jax.Array) -> Any:
     return module.init(key, *inputs, train=False)
 
 
-def create_train_states(config: Config, key: jax.Array
+def create_train_states(config: Config, key: jax.Array,
+                        num_classes: int = NUM_CLASSES
                         ) -> tuple[TrainState, TrainState]:
-    """Fresh (G, D) states, initialised as the seed (truncated normal 0.02, zero bias)."""
+    """Fresh (G, D) states for `num_classes` classes (the seed's 10 digits),
+    initialised as the seed (truncated normal 0.02, zero bias)."""
     g_key, d_key = jax.random.split(key)
     z = jnp.zeros((1, NOISE_DIM), jnp.float32)
     labels = jnp.zeros((1,), jnp.int32)
     images = jnp.zeros((1, 28, 28, 1), jnp.float32)
     states = []
-    generator, discriminator = _networks(config.compute_dtype)
+    generator, discriminator = _networks(config.compute_dtype, num_classes)
     # G's weights are averaged (gan.ema), D's are not.
     for module, k, inputs, decays in (
             (generator, g_key, (z, labels), config.ema_decays),
@@ -160,10 +162,11 @@ def _d_update(g_state: TrainState, d_state: TrainState, images: jax.Array,
 def _g_update(g_state: TrainState, d_state: TrainState, b: int, dtype: Any,
               noise_key: jax.Array, label_key: jax.Array
               ) -> tuple[TrainState, TrainState, jax.Array]:
-    """G's update: fresh noise, digits drawn from all ten (the seed's
+    """G's update: fresh noise, labels drawn from all the classes (the seed's
     randint(0, 9) never asked G for a 9), non-saturating loss."""
     z = jax.random.normal(noise_key, (b, NOISE_DIM), dtype)
-    g_labels = jax.random.randint(label_key, (b,), 0, NUM_CLASSES)
+    num_classes = discriminator_classes(d_state.params)  # a shape: static
+    g_labels = jax.random.randint(label_key, (b,), 0, num_classes)
 
     def g_loss_fn(params):
         fake, g_vars = g_state.apply_fn(

@@ -17,6 +17,7 @@ from flax import serialization
 
 from gan import checkpoint, checksum, ema, files, record
 from gan.config import Config
+from gan.datasets import DIGITS, MNIST
 from gan.errors import CheckpointError, CheckpointNotFoundError, one_line
 from gan.models import NOISE_DIM, Generator
 
@@ -37,27 +38,34 @@ class GeneratorWeights:
     step: int
     config: Config
     averaged: bool = False  # the weight average (gan.ema), not G's own weights
+    classes: tuple[str, ...] = DIGITS  # what label i draws (gan.datasets)
+    dataset: str = MNIST    # the data it was trained on (`--dataset`)
 
 
 def save(path: str, variables: dict[str, Any], step: int, config: Config,
-         averaged: bool = False) -> None:
-    """Writes G's variables, the step and the recipe to `path`, atomically.
+         averaged: bool = False, classes: tuple[str, ...] = DIGITS,
+         dataset: str = MNIST) -> None:
+    """Writes G's variables, the step, the recipe and the class names to
+    `path`, atomically.
 
     `averaged`: the variables are G's weight average (`gan.ema`); files from
-    before it hold G's own weights and no such mark.
+    before it hold G's own weights and no such mark. Files from before class
+    names were kept draw the digits of MNIST.
     """
     variables = jax.device_get(variables)
     payload = {"variables": variables, "step": step,
                "config": json.dumps(dataclasses.asdict(config)),
                "weights": "ema" if averaged else "raw",
+               "classes": json.dumps(list(classes)), "dataset": dataset,
                checksum.DIGEST: checksum.digest(variables)}
     files.write_bytes(path, serialization.msgpack_serialize(payload))
 
 
-def _template() -> dict[str, Any]:
+def _template(num_classes: int) -> dict[str, Any]:
     z = jax.ShapeDtypeStruct((1, NOISE_DIM), np.float32)
     labels = jax.ShapeDtypeStruct((1,), np.int32)
-    return jax.eval_shape(lambda z, y: Generator().init(jax.random.key(0), z, y),
+    generator = Generator(num_classes=num_classes)
+    return jax.eval_shape(lambda z, y: generator.init(jax.random.key(0), z, y),
                           z, labels)
 
 
@@ -73,6 +81,8 @@ def read_file(path: str) -> GeneratorWeights:
         variables, step = raw["variables"], int(raw["step"])
         config = record.config_of(json.loads(raw["config"]))
         averaged = raw.get("weights", "raw") == "ema"
+        classes = record.check_classes(json.loads(raw.get("classes", "null")))
+        dataset = str(raw.get("dataset", MNIST))
     except FileNotFoundError as e:  # removed since it was looked for
         raise CheckpointNotFoundError(f"cannot read generator weights {path}: "
                                       f"{one_line(e)}") from None
@@ -82,20 +92,22 @@ def read_file(path: str) -> GeneratorWeights:
     except Exception as e:  # noqa: BLE001 - msgpack raises many types.
         raise CheckpointError(f"{path} is not a generator weights file "
                               f"({type(e).__name__})") from None
-    want = jax.tree.map(lambda a: (a.shape, np.dtype(a.dtype)), _template())
+    want = jax.tree.map(lambda a: (a.shape, np.dtype(a.dtype)),
+                        _template(len(classes)))
     try:
         got = jax.tree.map(lambda a: (np.shape(a), np.asarray(a).dtype), variables)
     except Exception:  # noqa: BLE001
         got = None
     if want != got:
         raise CheckpointError(f"{path} does not hold this model's generator "
-                              "(parameter names or shapes differ)")
+                              f"for its {len(classes)} classes (parameter names or "
+                              "shapes differ)")
     if checksum.DIGEST not in raw:
         checksum.note_unverified(path)
     elif raw[checksum.DIGEST] != checksum.digest(variables):
         raise CheckpointError(f"{path} is damaged (its weights do not match their "
                               "checksum)")
-    return GeneratorWeights(variables, step, config, averaged)
+    return GeneratorWeights(variables, step, config, averaged, classes, dataset)
 
 
 def saved_step(path: str) -> int | None:
@@ -139,7 +151,8 @@ def load(path: str | None = None, raw: bool = False) -> GeneratorWeights:
     g_state = restored.g_state
     variables = ema.sampling_variables(g_state, restored.config.ema_batch_stats, raw)
     return GeneratorWeights(variables, restored.step, restored.config,
-                            averaged=bool(g_state.ema) and not raw)
+                            averaged=bool(g_state.ema) and not raw,
+                            classes=restored.classes, dataset=restored.dataset)
 
 
 def _restore_newest(workdir: str) -> checkpoint.Restored:

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 
 import jax
 
-from gan import checkpoint, files, parallel, record
+from gan import checkpoint, classifier, files, parallel, record
 from gan.errors import CheckpointError, TrainError, one_line
 from gan.reporting import GRID_DIR, METRICS_FILE
 from gan.training import TrainState
@@ -97,6 +97,8 @@ def _check_no_file_is_an_input(path: str, reads: Sequence[str | None]) -> None:
         except OSError:
             continue
         for name in names:
+            if folder == path and name == classifier.RUN_FILE:  # written only when missing
+                continue
             problem = files.overwrite_problem(os.path.join(folder, name), reads)
             if problem:
                 raise TrainError(f"`workdir` {path}: {os.path.join(folder, name)} "

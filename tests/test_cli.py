@@ -363,7 +363,7 @@ def test_evaluate_end_to_end_and_classifier_cache(trained, tmp_path):
 
 @pytest.mark.parametrize("case,words", [
     ("few_samples", "num-samples"),
-    ("more_samples_than_digits", "exceeds the 50 training digits"),
+    ("more_samples_than_digits", "exceeds the 50 training images"),
     ("negative_seed", "--seed must be a whole number between 0 and"),
     ("json_dir_missing", "does not exist"),
     ("missing_checkpoint", "does not exist"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from gan.images import GRID_PAD_VALUE, grid_image, save_gif, save_grid, to_uint8
+from gan.images import GRID_PAD_VALUE, grid_image, save_gif, save_png, to_uint8
 
 
 def _tiles(n: int, h: int = 3, w: int = 4) -> np.ndarray:
@@ -83,20 +83,20 @@ def test_grid_image_rejects_float():
         grid_image(np.zeros((4, 3, 3), np.float32), 2, 2)
 
 
-# --- save_grid -------------------------------------------------------------------
+# --- save_png --------------------------------------------------------------------
 
 
-def test_save_grid_roundtrip(tmp_path):
+def test_save_png_roundtrip(tmp_path):
     tiles = _tiles(6)
     path = tmp_path / "grid.png"
-    save_grid(str(path), tiles, 2, 3, scale=2, pad=1)
+    save_png(str(path), grid_image(tiles, 2, 3, scale=2, pad=1))
     with Image.open(path) as im:
         assert im.format == "PNG"
         np.testing.assert_array_equal(np.asarray(im), np.asarray(grid_image(tiles, 2, 3, scale=2, pad=1)))
     assert os.listdir(tmp_path) == ["grid.png"]  # no temp files left behind
 
 
-def test_save_grid_failure_keeps_existing_file(tmp_path, monkeypatch):
+def test_save_png_failure_keeps_existing_file(tmp_path, monkeypatch):
     path = tmp_path / "grid.png"
     path.write_bytes(b"old contents")
 
@@ -108,14 +108,14 @@ def test_save_grid_failure_keeps_existing_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Image.Image, "save", boom)
     with pytest.raises(OSError, match="disk full"):
-        save_grid(str(path), _tiles(4), 2, 2)
+        save_png(str(path), grid_image(_tiles(4), 2, 2))
     assert path.read_bytes() == b"old contents"
     assert os.listdir(tmp_path) == ["grid.png"]  # temp file cleaned up
 
 
-def test_save_grid_missing_dir_raises(tmp_path):
+def test_save_png_missing_dir_raises(tmp_path):
     with pytest.raises(OSError):
-        save_grid(str(tmp_path / "nope" / "grid.png"), _tiles(1), 1, 1)
+        save_png(str(tmp_path / "nope" / "grid.png"), grid_image(_tiles(1), 1, 1))
 
 
 # --- save_gif ----------------------------------------------------------------------
@@ -125,7 +125,7 @@ def _write_frames(tmp_path, n):
     paths = []
     for i in range(n):
         p = tmp_path / f"epoch_{i:03d}.png"
-        save_grid(str(p), _tiles(4) + i, 2, 2, scale=2)  # + i: frames must differ (GIF merges duplicates)
+        save_png(str(p), grid_image(_tiles(4) + i, 2, 2, scale=2))  # + i: frames must differ (GIF merges duplicates)
         paths.append(str(p))
     return paths
 

@@ -294,3 +294,36 @@ def test_fast_discriminator_equals_the_plain_flax_discriminator(states, train):
     for a, b in zip(jax.tree.leaves(stats_f), jax.tree.leaves(stats_p)):
         np.testing.assert_allclose(a, b, **TOL)
     _assert_grads_close(grad_p, grad_f)
+
+
+def test_fast_networks_equal_the_plain_ones_for_another_class_count():
+    """A dataset's class count C replaces the seed's 10 in both label inputs:
+    for C = 26 the fast G and D agree with the plain Flax ones in outputs and
+    gradients (tolerances as above), and their first layers take 100 + C and
+    1 + C inputs."""
+    c = 26
+    g, d = create_train_states(Config(), jax.random.key(5), c)
+    assert g.params["deconv1"]["kernel"].shape[2] == models.NOISE_DIM + c
+    assert d.params["conv1"]["kernel"].shape[2] == 1 + c
+    assert models.generator_classes(g.params) == c
+    assert models.discriminator_classes(d.params) == c
+    z = jax.random.normal(jax.random.key(6), (B, models.NOISE_DIM))
+    labels = jnp.array([25, 0, 13, 13, 1, 7])
+    images = jnp.tanh(jax.random.normal(jax.random.key(7), (B, 28, 28, 1)))
+
+    def run(module, state, inputs):
+        def f(params):
+            out, _ = module.apply({"params": params, "batch_stats": state.batch_stats},
+                                  *inputs, train=True, mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(out)), out
+        return jax.jit(jax.value_and_grad(f, has_aux=True))(state.params)
+
+    for plain, fast, state, inputs in (
+            (models.PlainGenerator(num_classes=c), models.Generator(num_classes=c),
+             g, (z, labels)),
+            (models.PlainDiscriminator(num_classes=c),
+             models.Discriminator(num_classes=c), d, (images, labels))):
+        (_, out_p), grad_p = run(plain, state, inputs)
+        (_, out_f), grad_f = run(fast, state, inputs)
+        np.testing.assert_allclose(out_f, out_p, **TOL)
+        _assert_grads_close(grad_p, grad_f)

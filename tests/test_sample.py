@@ -13,7 +13,7 @@ from PIL import Image
 
 from gan import classifier, images
 from gan.digit_writer import DigitWriter
-from tests.test_cli import ROOT, SHARED_CACHE, one_line_error
+from tests.test_cli import ROOT, SHARED_CACHE
 
 # Left out of the quick loop (`pytest -m "not slow"`): runs of sample.py.
 pytestmark = pytest.mark.slow

@@ -74,6 +74,7 @@ def test_step_updates_equal_separate_d_then_g_updates():
     """D's update uses G's old params; G's update uses D's new params; each
     update touches only its own network. Recomputed here with two separate D
     calls (real, then fake), as the seed, against the fused step."""
+    num_classes = 10
     g, d = create_train_states(Config(), jax.random.key(0))
     batch, key = _batch(), jax.random.key(3)
     new_g, new_d, metrics = jax.jit(train_step)(g, d, batch, key)
@@ -97,7 +98,7 @@ def test_step_updates_equal_separate_d_then_g_updates():
     np.testing.assert_allclose(metrics["d_loss"], loss, rtol=1e-5)
     assert_same_gradients(new_d, grads)
 
-    labels = jax.random.randint(g_label, (B,), 0, 10)
+    labels = jax.random.randint(g_label, (B,), 0, num_classes)
     z = jax.random.normal(g_noise, (B, NOISE_DIM))
     g_stats = g_upd["batch_stats"]
 
@@ -122,6 +123,25 @@ def test_step_updates_equal_separate_d_then_g_updates():
         moved = [not np.array_equal(a, b) for a, b in
                  zip(jax.tree.leaves(old.params), jax.tree.leaves(new.params))]
         assert all(moved)
+
+
+def test_the_step_asks_g_for_the_datasets_classes():
+    """For a dataset of 3 classes (`--dataset`) G's update draws its labels
+    from those 3: its loss is recomputed here from G's old params and D's new
+    ones (train-mode BatchNorm normalises by the batch, so the running
+    statistics play no part). Labels from all ten would give another loss."""
+    g, d = create_train_states(Config(), jax.random.key(0), 3)
+    batch, key = _batch(), jax.random.key(3)
+    batch["label"] = batch["label"] % 3
+    _, new_d, metrics = jax.jit(train_step)(g, d, batch, key)
+    _, g_noise, g_label = jax.random.split(key, 3)
+    labels = jax.random.randint(g_label, (B,), 0, 3)
+    z = jax.random.normal(g_noise, (B, NOISE_DIM))
+    fake, _ = g.apply_fn({"params": g.params, "batch_stats": g.batch_stats}, z, labels,
+                         train=True, mutable=["batch_stats"])
+    logits, _ = d.apply_fn({"params": new_d.params, "batch_stats": d.batch_stats}, fake,
+                           labels, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(metrics["g_loss"], bce_with_logits(logits, 1.0), rtol=1e-5)
 
 
 @pytest.mark.slow
