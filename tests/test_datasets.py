@@ -300,7 +300,8 @@ def test_a_grid_of_up_to_ten_classes_is_the_seeds_and_more_wrap_named():
 
 
 # ---------------------------------------------------------------------------
-# A run on a folder, end to end: train, sample, evaluate
+# A run on a folder, end to end: train, sample, evaluate (marked slow: left out
+# of the quick loop, `pytest -m "not slow"`)
 # ---------------------------------------------------------------------------
 
 
@@ -318,6 +319,7 @@ def folder_run(tmp_path_factory):
     return root, shapes, workdir
 
 
+@pytest.mark.slow
 def test_a_folder_run_keeps_its_classes_everywhere(folder_run):
     from gan import checkpoint, classifier
     from gan.digit_writer import DigitWriter, WriterError
@@ -349,6 +351,7 @@ def test_a_folder_run_keeps_its_classes_everywhere(folder_run):
     assert text.decode() == "bar, cross, ring"
 
 
+@pytest.mark.slow
 def test_sample_and_evaluate_speak_the_runs_class_names(folder_run, capsys):
     import evaluate
     import sample
@@ -364,6 +367,7 @@ def test_sample_and_evaluate_speak_the_runs_class_names(folder_run, capsys):
     assert "worst class" in table and all(f"  {c} " in table for c in CLASSES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", [
     (["--number", "12"], "needs a generator of the digits 0-9"),
     (["--digits", "12"], "choose them with --classes"),
@@ -380,6 +384,7 @@ def test_sample_refuses_what_a_folder_run_cannot_draw(folder_run, capsys, args, 
     assert not os.path.exists("never.png")
 
 
+@pytest.mark.slow
 def test_a_generator_meets_data_of_other_classes_in_one_line(folder_run, tmp_path,
                                                              capsys):
     import evaluate
@@ -397,6 +402,7 @@ def test_a_generator_meets_data_of_other_classes_in_one_line(folder_run, tmp_pat
     assert "dataset mnist has (0, 1, 2" in line
 
 
+@pytest.mark.slow
 def test_a_folder_run_resumes_only_on_its_classes(folder_run, tmp_path):
     from gan import loop
     from gan.config import Config, RunOptions
@@ -421,6 +427,7 @@ def test_a_folder_run_resumes_only_on_its_classes(folder_run, tmp_path):
     assert not os.path.exists(os.path.join(shapes, "bar", "w"))
 
 
+@pytest.mark.slow
 def test_the_web_page_of_a_folder_run_picks_classes(folder_run, tmp_path):
     """No number box and no sketchpad (its classes are not digits): a class
     picker of the run's names, and a grid with a row per class picked."""

@@ -125,6 +125,7 @@ def test_step_updates_equal_separate_d_then_g_updates():
         assert all(moved)
 
 
+@pytest.mark.slow
 def test_the_step_asks_g_for_the_datasets_classes():
     """For a dataset of 3 classes (`--dataset`) G's update draws its labels
     from those 3: its loss is recomputed here from G's old params and D's new
