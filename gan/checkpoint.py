@@ -22,6 +22,7 @@ from flax import serialization
 
 from gan import checksum, record
 from gan.config import Config
+from gan.datasets import DIGITS, MNIST
 from gan.checksum import DIGEST
 from gan.errors import CheckpointError, one_line  # noqa: F401 - checkpoint.CheckpointError
 from gan.training import TrainState, create_train_states
@@ -40,8 +41,8 @@ class Restored:
     key: jax.Array
     step: int
     config: Config
-    classes: tuple[str, ...] = record.DIGITS  # the run's (gan.record.classes_of)
-    dataset: str = record.MNIST
+    classes: tuple[str, ...] = DIGITS  # the run's (gan.record.classes_of)
+    dataset: str = MNIST
 
 
 def kept_record(workdir: str, step: int | None = None

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-from gan import batching, files
+from gan import batching, data, datasets, files
 from gan.data import NUM_CLASSES, to_float
 from gan.datasets import DIGITS, MNIST, describe
 from gan.errors import one_line
@@ -70,7 +70,8 @@ def classes_in(params: Any) -> int:
 
 @jax.jit
 def _apply(params: Any, images_u8: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return Classifier(num_classes=classes_in(params)).apply({"params": params}, to_float(images_u8))
+    return Classifier(num_classes=classes_in(params)).apply({"params": params},
+                                                            to_float(images_u8))
 
 
 def predict(params: Any, images_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,8 +107,8 @@ def _make_step(tx: optax.GradientTransformation, num_classes: int) -> Callable:
         x = to_float(_shift(images_u8, shift_key))
 
         def loss_fn(p):
-            logits, _ = Classifier(num_classes=num_classes).apply({"params": p}, x, train=True,
-                                           rngs={"dropout": dropout_key})
+            logits, _ = Classifier(num_classes=num_classes).apply(
+                {"params": p}, x, train=True, rngs={"dropout": dropout_key})
             return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -123,8 +124,8 @@ def train(images_u8: np.ndarray, labels: np.ndarray, key: jax.Array,
           num_classes: int = NUM_CLASSES) -> Any:
     """Trains the classifier (Adam, random shifts, dropout); returns its params."""
     init_key, key = jax.random.split(key)
-    params = jax.jit(Classifier(num_classes=num_classes).init)(init_key,
-                                                   jnp.zeros((1, 28, 28, 1)))["params"]
+    init = jax.jit(Classifier(num_classes=num_classes).init)
+    params = init(init_key, jnp.zeros((1, 28, 28, 1)))["params"]
     batch_size = min(batch_size, len(labels))  # tiny datasets (tests)
     steps_per_epoch = len(labels) // batch_size
     schedule = optax.cosine_decay_schedule(learning_rate, epochs * steps_per_epoch)
@@ -226,17 +227,16 @@ def load_or_train(path: str, data_dir: str | None,
       ClassifierError: unusable, or made for other classes or other data.
       DataError: the data cannot be loaded.
     """
-    from gan import datasets  # noqa: PLC0415 - TFDS import only when training.
     path = os.path.expanduser(path)
     if os.path.exists(path) and train_data is None:
         return load(path)
     train_data = train_data or datasets.load(dataset, data_dir, "train")
-    fingerprint = data_fingerprint(dataset, train_data)
+    fingerprint = data_fingerprint(train_data)
     if os.path.exists(path):
         return check_made_for(load(path), path, train_data.classes, fingerprint)
     _check_writable(path)  # before minutes of training, not after
     test_data = test_data or datasets.load(dataset, data_dir, "test")
-    what = "MNIST" if dataset == MNIST else dataset
+    what = data.title(dataset)
     if progress:
         progress(f"training the {what} classifier once (cached in {path})")
     params = train(train_data.images, train_data.labels, jax.random.key(0),
@@ -252,12 +252,11 @@ def load_or_train(path: str, data_dir: str | None,
     return Loaded(params, acc, train_data.classes, fingerprint)
 
 
-def data_fingerprint(dataset: str, found: Any) -> dict[str, Any]:
+def data_fingerprint(found: datasets.Labelled) -> dict[str, Any]:
     """What a cached classifier was trained on, whatever the order (MNIST's TFDS
     copy and IDX files order the same digits differently): the sorted labels,
     and for a folder its pictures."""
-    from gan import data, datasets  # noqa: PLC0415
-    pictures = found.images if datasets.folder_of(dataset) is not None else None
+    pictures = found.images if datasets.folder_of(found.name) is not None else None
     return data.fingerprint(np.sort(found.labels), images=pictures)
 
 
@@ -269,8 +268,8 @@ def check_made_for(loaded: Loaded, path: str, classes: tuple[str, ...],
         raise ClassifierError(f"classifier {path} judges other classes "
                               f"({describe(loaded.classes)}), not "
                               f"{describe(classes)}; give another path to train one")
-    if fingerprint and loaded.data and any(
-            loaded.data[k] != fingerprint[k] for k in loaded.data.keys() & fingerprint.keys()):
+    shared = (loaded.data or {}).keys() & (fingerprint or {}).keys()
+    if any(loaded.data[k] != fingerprint[k] for k in shared):
         raise ClassifierError(f"classifier {path} was trained on other data "
                               f"({loaded.data['examples']:,} images); delete it or "
                               "give another path to train one")

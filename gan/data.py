@@ -63,7 +63,8 @@ def source_files(data_dir: str | None, name: str = "mnist") -> list[str]:
     return _idx_files(data_dir, name) or [os.path.join(data_dir, name.split("/")[0])]
 
 
-def _title(name: str) -> str:
+def title(name: str) -> str:
+    """A dataset's name in messages: "MNIST", else as given."""
     return "MNIST" if name == "mnist" else name
 
 
@@ -119,7 +120,7 @@ def _relabel(labels: np.ndarray, name: str, count: int, where: str) -> np.ndarra
     labels = labels.astype(np.int64) - first
     bad = np.flatnonzero((labels < 0) | (labels >= count))
     if len(bad):
-        raise DataError(f"{_title(name)} labels in {where} out of range: label "
+        raise DataError(f"{title(name)} labels in {where} out of range: label "
                         f"{labels[bad[0]] + first} at index {bad[0]} ({len(bad)} bad "
                         f"in all; {count} classes from {first}).")
     return labels.astype(np.int32)
@@ -189,14 +190,14 @@ def load_idx(folder: str, split: str = "train", shard: Shard | None = None, *,
     for file in names:
         path = _idx_path(folder, file)
         if path is None:
-            raise DataError(f"{_title(name)} IDX file missing: "
+            raise DataError(f"{title(name)} IDX file missing: "
                             f"{os.path.join(folder, file)} (nor uncompressed "
                             f"{file[:-3]}).")
         paths.append(path)
     images = _read_idx(paths[0], "images", (IMAGE_SIZE, IMAGE_SIZE))
     labels = _read_idx(paths[1], "labels", ()).astype(np.int32)
     if len(images) != len(labels):
-        raise DataError(f"{_title(name)} IDX mismatch: {paths[0]} has {len(images)} "
+        raise DataError(f"{title(name)} IDX mismatch: {paths[0]} has {len(images)} "
                         f"images but {paths[1]} has {len(labels)} labels.")
     labels = _relabel(labels, name, len(tfds_classes(name)), paths[1])
     start, stop = shard_range(len(labels), shard)
@@ -247,7 +248,7 @@ def load_tfds(data_dir: str | None = None, split: str = "train", *,
     # TFDS reads TFDS_DATA_DIR once, at import; reading it here also names it.
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     where = data_dir or os.path.join("~", "tensorflow_datasets")
-    title, hint = _title(name), _hint(name)
+    shown, hint = title(name), _hint(name)
     classes = tfds_classes(name)
     tfds = _import_tfds(name)
     shard_range(0, shard)  # checks it
@@ -265,16 +266,16 @@ def load_tfds(data_dir: str | None = None, split: str = "train", *,
             # DatasetBuilder.as_dataset raises a bare AssertionError for "no copy".
             if not (fetch or isinstance(e, AssertionError)
                     or "could not find data" in str(e)):
-                raise DataError(f"{title} TFDS copy under {where} could not be read "
+                raise DataError(f"{shown} TFDS copy under {where} could not be read "
                                 f"({one_line(e)}). {hint}") from None
             reason = one_line(e)
             continue
         if not batches:
-            raise DataError(f"{title} {split} split under {where} is empty.")
+            raise DataError(f"{shown} {split} split under {where} is empty.")
         # The features (tfds_classes) fix the rest: uint8 [N, 28, 28, 1].
         images, labels = (np.concatenate(parts) for parts in zip(*batches))
         return images[..., 0], _relabel(labels, name, len(classes), where)
-    raise DataError(f"{title} not found: no local TFDS copy under {where} and download "
+    raise DataError(f"{shown} not found: no local TFDS copy under {where} and download "
                     f"failed ({reason}). {hint}")
 
 
@@ -285,7 +286,7 @@ def _import_tfds(name: str = "mnist") -> Any:
         import tensorflow as tf
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise DataError(f"Reading {_title(name)} via TFDS needs tensorflow-datasets "
+        raise DataError(f"Reading {title(name)} via TFDS needs tensorflow-datasets "
                         f"({one_line(e)}). {_hint(name)}") from None
     with contextlib.suppress(Exception):  # e.g. RuntimeError once TF is initialised
         tf.config.set_visible_devices([], "GPU")

@@ -32,6 +32,7 @@ DIGITS = tuple(str(d) for d in range(10))
 @dataclasses.dataclass
 class Labelled:
     """One split of a dataset."""
+    name: str                     # the dataset, as `check_name` gives it
     images: np.ndarray            # uint8 [N, 28, 28], light on dark
     labels: np.ndarray            # int32 [N], indices into `classes`
     classes: tuple[str, ...]
@@ -75,11 +76,11 @@ def load(name: str, data_dir: str | None, split: str = "train", *,
         found = image_folder.read(folder)
         images, labels = found.split(split)
         start, stop = data.shard_range(len(labels), shard)
-        return Labelled(images[start:stop], labels[start:stop], found.classes,
+        return Labelled(name, images[start:stop], labels[start:stop], found.classes,
                         len(found.skipped))
     classes = data.tfds_classes(name)
     images, labels = data.load_mnist(data_dir, split, download, shard, name=name)
-    return Labelled(images, labels, classes)
+    return Labelled(name, images, labels, classes)
 
 
 def source_files(name: str, data_dir: str | None) -> list[str]:
@@ -118,10 +119,11 @@ def class_index(classes: Sequence[str], wanted: Any) -> int:
                      f"(names, or indices 0-{len(classes) - 1})")
 
 
-def data_line(name: str, found: Labelled) -> str:
+def data_line(found: Labelled) -> str:
     """What a run trains on, said at its start: `data: folder:/x, 3 classes
     (bar, cross, ring), 30 training images, 1 unreadable file skipped`."""
-    line = (f"data: {name}, {len(found.classes)} classes ({describe(found.classes)}), "
+    line = (f"data: {found.name}, {len(found.classes)} classes "
+            f"({describe(found.classes)}), "
             f"{len(found.labels):,} training images")
     if found.skipped:
         line += f", {found.skipped} unreadable file{'s' * (found.skipped > 1)} skipped"

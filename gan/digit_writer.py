@@ -152,7 +152,8 @@ class DigitWriter:
         """Raises WriterError unless this generator draws the digits 0-9."""
         if not self.writes_digits:
             raise WriterError(f"{what} needs a generator of the digits 0-9; this one "
-                              f"draws {datasets.describe(self.classes)}: draw them in a grid")
+                              f"draws {datasets.describe(self.classes)}: draw them in a "
+                              "grid")
 
     def class_rows(self, wanted: Any) -> list[int]:
         """Labels of a grid's rows: None for every class; for a digit generator a
@@ -288,8 +289,8 @@ class DigitWriter:
     def digit_morph(self, styles: int = 8, frames_per_digit: int = 8,
                     seed: int = 0) -> np.ndarray:
         """Each class turning into the next (the digits: 0 to 1 to ... to 9) and
-        back to the first, in `styles` handwritings: uint8 `[C * frames_per_digit, styles, 28,
-        28]` for C classes. The label input moves in a straight line between
+        back to the first, in `styles` handwritings: uint8 `[C * frames_per_digit,
+        styles, 28, 28]` for C classes. The label input moves in a straight line between
         one-hot vectors."""
         styles = check_count("styles", styles, MAX_STYLES)
         frames_per_digit = check_count("frames_per_digit", frames_per_digit, MAX_FRAMES)

@@ -73,8 +73,9 @@ def recompute_batch_stats(variables: Variables) -> Variables:
     num_classes = generator_classes(variables)
     labels = jnp.arange(RECOMPUTE_SAMPLES) % num_classes
     zeros = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
-    _, new = Generator(num_classes=num_classes).apply({"params": variables["params"], "batch_stats": zeros},
-                               z, labels, train=True, mutable=["batch_stats"])
+    _, new = Generator(num_classes=num_classes).apply(
+        {"params": variables["params"], "batch_stats": zeros}, z, labels, train=True,
+        mutable=["batch_stats"])
     stats = jax.tree.map(lambda s: s / (1.0 - BN_MOMENTUM), new["batch_stats"])
     return {"params": variables["params"], "batch_stats": stats}
 

@@ -74,8 +74,8 @@ def train_and_evaluate(config: Config, options: RunOptions,
         run, g_state, d_state = set_up(config, options, mesh, train_data, workdir.restored)
         scorer = make_scorer(options, train_data)
         say(run_line(run))
-        if options.dataset != datasets.MNIST:
-            say(datasets.data_line(options.dataset, train_data))
+        if run.dataset != datasets.MNIST:
+            say(datasets.data_line(train_data))
         pending, step = PendingMetrics(), run.start_step
         with Reporting(options.workdir, config, run.start_step, run.stop,
                        run.steps_per_epoch, learning_rate_schedule(config),
@@ -192,8 +192,7 @@ def save_generator(workdir: Workdir, g_state: TrainState, step: int, run: Run
     path = os.path.join(workdir.path, weights.GENERATOR_FILE)
     try:
         weights.save(path, variables, step, run.config, averaged=bool(g_state.ema),
-                     classes=run.classes, dataset=datasets.check_name(
-                         run.options.dataset))
+                     classes=run.classes, dataset=run.dataset)
     except OSError as e:
         raise TrainError(f"cannot write {path}: {one_line(e)}") from None
     return variables

@@ -95,7 +95,8 @@ class PlainGenerator(nn.Module):
 
 class PlainDiscriminator(nn.Module):
     """D(x, y) as the seed writes it: the image with a one-hot label map per
-    class (the seed's ten) stacked on, three convolutions, BatchNorm after the second; a logit `[B]`.
+    class (the seed's ten) stacked on, three convolutions, BatchNorm after the
+    second; a logit `[B]`.
 
     `num_classes`: as `PlainGenerator`."""
     num_classes: int = NUM_CLASSES
@@ -107,7 +108,7 @@ class PlainDiscriminator(nn.Module):
         c = self.num_classes
         maps = jnp.broadcast_to(jax.nn.one_hot(labels, c)[:, None, None, :],
                                 (b, h, w, c))
-        x = jnp.concatenate([images, maps], axis=-1)                   # [B, 28, 28, 1 + C]
+        x = jnp.concatenate([images, maps], axis=-1)                   # [B, 28, 28, 1+C]
         conv = functools.partial(nn.Conv, kernel_init=kernel_init, bias_init=bias_init)
         x = nn.leaky_relu(conv(128, (5, 5), strides=(2, 2), padding="SAME",
                                name="conv1")(x), LEAK)                 # [B, 14, 14, 128]

@@ -34,6 +34,7 @@ class Run:
     steps_per_epoch: int
     grid_inputs: tuple[np.ndarray, np.ndarray]  # noise and labels of the grids
     classes: tuple[str, ...]        # the dataset's class names (label i is classes[i])
+    dataset: str                    # its name, as the run's record holds it
 
 
 def _shards_read(config: Config) -> int:
@@ -100,7 +101,7 @@ def set_up(config: Config, options: RunOptions, mesh: Mesh,
     start = int(d_state.step)
     run = Run(config, options, mesh, train_key, images_dev, labels_dev, start,
               min(total, options.max_steps or total), total, steps_per_epoch,
-              sampling.grid_inputs(grid_key, len(classes)), classes)
+              sampling.grid_inputs(grid_key, len(classes)), classes, train_data.name)
     return run, g_state, d_state
 
 

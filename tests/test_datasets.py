@@ -83,9 +83,9 @@ def test_a_folder_reads_as_sorted_classes_of_light_on_dark_28x28(tmp_path):
     train, test = found.split("train"), found.split("test")
     assert len(train[1]) == 30 and len(test[1]) == 6
     # A run says what it trains on, the skipped file counted.
-    line = datasets.data_line("folder:/x", datasets.load(f"folder:{tmp_path}", None))
-    assert line == ("data: folder:/x, 3 classes (bar, cross, ring), 30 training "
-                    "images, 1 unreadable file skipped")
+    line = datasets.data_line(datasets.load(f"folder:{tmp_path}", None))
+    assert line == (f"data: folder:{tmp_path}, 3 classes (bar, cross, ring), 30 "
+                    "training images, 1 unreadable file skipped")
 
 
 def test_a_picture_keeps_its_aspect_padded_with_black():
@@ -225,7 +225,8 @@ def test_emnist_idx_files_with_their_own_names_load_both_splits(tfds, tmp_path):
                          np.arange(1, count + 1), split)
         for kind in ("images-idx3", "labels-idx1"):
             lecun = f"{'t10k' if split == 'test' else 'train'}-{kind}-ubyte.gz"
-            os.rename(tmp_path / lecun, tmp_path / f"emnist-letters-{split}-{kind}-ubyte.gz")
+            emnist = f"emnist-letters-{split}-{kind}-ubyte.gz"
+            os.rename(tmp_path / lecun, tmp_path / emnist)
     found = datasets.load("emnist/letters", str(tmp_path), "test")
     assert found.labels.tolist() == [0, 1, 2] and found.classes[:3] == ("A", "B", "C")
     assert len(datasets.load("emnist/letters", str(tmp_path), "train").labels) == 6
